@@ -1,0 +1,429 @@
+"""pipeline.store: layout, writes, resume, readers, plain-Zarr readability, lock."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import pickle
+import socket
+import subprocess
+import sys
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from ahdi_kernels.params import AhdiParams
+from pipeline.store import (LOCK_NAME, Store, StoreError, create_store, open_store,
+                            segments_width)
+
+S = 16
+PARAMS = AhdiParams(size=S, patch=3, n_segments=4)   # mdv capacity 3
+REPS = ("ahdi", "mdv", "sdi", "mean", "flow")
+
+
+class FakeSource:
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def describe(self) -> str:
+        return f"file:{self.where}"
+
+
+def make_items(n: int = 4) -> list:
+    items = []
+    for i in range(n):
+        labels = {"pain": float(i), "sex": "f" if i % 2 else "m"}
+        if i == 2:
+            labels = {"sex": "m"}          # missing numeric label -> NaN
+        items.append(types.SimpleNamespace(video_id=f"v{i:02d}", subject=f"s{i // 2}",
+                                           labels=labels, source=FakeSource(f"/v/{i}.mp4")))
+    return items
+
+
+def make_result(seed: int = 0, t: int = 50, m: int = 3, s: int = S):
+    rng = np.random.default_rng(seed)
+
+    def img():
+        return rng.integers(0, 256, (s, s, 3), dtype=np.uint8)
+
+    bounds = np.linspace(0, t, PARAMS.n_segments + 1).astype(np.int64)
+    starts = np.arange(m) * (t // (m + 1))
+    windows = np.stack([starts, starts + 2 * (t // (m + 1))], axis=1)
+    return types.SimpleNamespace(
+        ahdi=img(), sdi=img(), mean=img(), flow=img(),
+        mdv=rng.integers(0, 256, (m, s, s, 3), dtype=np.uint8),
+        motion=rng.random(t), eps=0.25, bounds=bounds, windows=windows, n_frames=t)
+
+
+def new_store(tmp_path: Path, reps=REPS, n: int = 4, name: str = "out.zarr") -> Store:
+    return create_store(tmp_path / name, make_items(n), PARAMS, reps,
+                        dataset="fake", source="unit test")
+
+
+def _write_in_child(store: Store, index: int, seed: int) -> None:
+    store.write_item(index, make_result(seed), fps=25.0, warnings=["from child"])
+
+
+def _chunk_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "zarr.json"}
+
+
+# ----------------------------------------------------------------------------
+def test_layout_before_compute(tmp_path):
+    st = new_store(tmp_path)
+    assert st.n_items == 4 and st.size == S and st.mode == "r+"
+    assert st.representations == list(REPS)
+    assert list(st.statuses()) == ["pending"] * 4
+    assert st.counts() == {"done": 0, "failed": 0, "pending": 4}
+    assert st.pending_indices() == [0, 1, 2, 3]
+    assert list(st.video_ids()) == ["v00", "v01", "v02", "v03"]
+    assert list(st.subjects()) == ["s0", "s0", "s1", "s1"]
+    assert list(st.sources()) == [f"file:/v/{i}.mp4" for i in range(4)]
+    assert st.params == PARAMS
+    assert st.label_names == ["pain", "sex"]
+    assert st.label_kinds == {"pain": "number", "sex": "text"}
+    labels = st.labels()
+    np.testing.assert_array_equal(labels["pain"], [0.0, 1.0, np.nan, 3.0])
+    assert list(labels["sex"]) == ["m", "f", "m", "f"]
+    attrs = st.attrs
+    assert attrs["ahdi_store_version"] == 1
+    assert attrs["param_hash"] == PARAMS.param_hash()
+    assert attrs["params"] == PARAMS.to_dict()
+    assert set(attrs["versions"]) == {"ahdi", "numpy", "opencv", "numba", "zarr", "dask"}
+    assert attrs["dataset"] == "fake" and attrs["source"] == "unit test"
+    assert "created" in attrs
+
+    g = zarr.open_group(st.path, mode="r")
+    cap = PARAMS.mdv_capacity
+    assert g["ahdi"].shape == (4, S, S, 3) and g["ahdi"].chunks == (1, S, S, 3)
+    assert g["mdv"].shape == (4, cap, S, S, 3) and g["mdv"].chunks == (1, 1, S, S, 3)
+    assert g["motion"].shape == (4, 2 ** 22) and g["motion"].chunks == (1, 4096)
+    assert g["segments"].shape == (4, segments_width(PARAMS)) == (4, PARAMS.n_segments + 1)
+    assert g["windows"].shape == (4, cap, 2) and g["windows"].chunks == (1, cap, 2)
+    for name in ("status", "error", "warning", "n_frames", "fps", "eps", "mdv_count"):
+        assert g[name].chunks == (1,), name
+    for name in g.array_keys():
+        assert g[name].metadata.dimension_names[0] == "item", name
+    # nothing per item was written yet: only metadata and the layout-time columns
+    assert not (Path(st.path) / "status" / "c").exists()
+    assert not (Path(st.path) / "ahdi" / "c").exists()
+
+
+def test_only_requested_representations(tmp_path):
+    st = new_store(tmp_path, reps=["sdi", "ahdi"])
+    assert st.representations == ["ahdi", "sdi"]
+    names = set(zarr.open_group(st.path, mode="r").array_keys())
+    assert {"ahdi", "sdi"} <= names and not names & {"mdv", "mdv_count", "mean", "flow"}
+    with pytest.raises(StoreError, match="holds no 'mdv'"):
+        st.mdv(0)
+    with pytest.raises(ValueError, match="unknown representation"):
+        new_store(tmp_path, reps=["ahdi", "rgb"], name="bad.zarr")
+
+
+def test_write_item_round_trip(tmp_path):
+    st = new_store(tmp_path)
+    res = make_result(1, t=5000, m=2)          # motion spans two chunks
+    st.write_item(1, res, fps=30.0, warnings=["fps guessed", "dropped 2 frames"])
+    assert list(st.statuses()) == ["pending", "done", "pending", "pending"]
+    for rep in ("ahdi", "sdi", "mean", "flow"):
+        np.testing.assert_array_equal(st.image(rep, 1), getattr(res, rep))
+        assert st.image(rep, 0).sum() == 0
+    np.testing.assert_array_equal(st.images("ahdi", [1, 0])[0], res.ahdi)
+    assert st.images("sdi").shape == (4, S, S, 3)
+    np.testing.assert_array_equal(st.mdv(1), res.mdv)
+    assert st.mdv(0).shape == (0, S, S, 3)
+    np.testing.assert_allclose(st.motion(1), res.motion.astype(np.float32))
+    assert st.motion(1).dtype == np.float32 and st.motion(0).shape == (0,)
+    np.testing.assert_array_equal(st.windows(1), res.windows)
+    np.testing.assert_array_equal(st.segments(1), res.bounds)
+    assert st.n_frames(1) == 5000
+    table = st.item_table()
+    row = table[1]
+    assert row["index"] == 1 and row["video_id"] == "v01" and row["status"] == "done"
+    assert row["n_frames"] == 5000 and row["fps"] == 30.0 and row["error"] == ""
+    assert row["warning"] == "fps guessed\ndropped 2 frames"
+    assert row["pain"] == 1.0 and row["sex"] == "f"
+    assert table[0]["status"] == "pending" and np.isnan(table[0]["fps"])
+    # plain zarr: motion is NaN after n_frames
+    m = zarr.open_array(os.path.join(st.path, "motion"), mode="r")
+    assert np.isnan(m[1, 5000:8192]).all() and not np.isnan(m[1, :5000]).any()
+
+
+def test_fixed_mode_without_bounds(tmp_path):
+    params = AhdiParams(size=S, patch=3, segmentation="fixed", max_windows=6)
+    st = create_store(tmp_path / "f.zarr", make_items(2), params, ["ahdi", "mdv"],
+                      dataset="d", source="s")
+    assert segments_width(params) == 7
+    res = make_result(2, m=3)
+    res.bounds = None
+    st.write_item(0, res, fps=25)
+    assert st.segments(0).shape == (0,)
+    np.testing.assert_array_equal(st.mdv(0), res.mdv)
+
+
+def test_write_failure_and_retry(tmp_path):
+    st = new_store(tmp_path)
+    st.write_failure(2, "VideoError: cannot decode /v/2.mp4")
+    assert st.statuses()[2] == "failed"
+    assert st.errors()[2] == "VideoError: cannot decode /v/2.mp4"
+    assert st.counts() == {"done": 0, "failed": 1, "pending": 3}
+    assert 2 in st.pending_indices()             # failed items are retried
+    st.write_item(2, make_result(3), fps=25.0)
+    assert st.statuses()[2] == "done" and st.errors()[2] == ""
+    assert st.pending_indices() == [0, 1, 3]
+
+
+def test_bad_results_refused_before_writing(tmp_path):
+    st = new_store(tmp_path)
+    too_many = make_result(0, m=PARAMS.mdv_capacity + 1)
+    with pytest.raises(StoreError, match="4 level-1 windows, but the store holds at most 3"):
+        st.write_item(0, too_many, fps=25)
+    wrong = make_result(0)
+    wrong.sdi = np.zeros((S + 1, S, 3), np.uint8)
+    with pytest.raises(StoreError, match=r"sdi is uint8 \(17, 16, 3\), expected uint8"):
+        st.write_item(0, wrong, fps=25)
+    missing = make_result(0)
+    missing.flow = None
+    with pytest.raises(StoreError, match="no 'flow'"):
+        st.write_item(0, missing, fps=25)
+    floaty = make_result(0)
+    floaty.ahdi = floaty.ahdi.astype(np.float64)
+    with pytest.raises(StoreError, match="ahdi is float64"):
+        st.write_item(0, floaty, fps=25)
+    assert not (Path(st.path) / "motion" / "c").exists()   # nothing was written
+    with pytest.raises(IndexError, match="out of range"):
+        st.write_item(9, make_result(0), fps=25)
+
+
+def test_status_is_written_last(tmp_path, monkeypatch):
+    st = new_store(tmp_path)
+    real = st._array
+
+    def failing(name):
+        if name == "warning":
+            raise OSError("disk full")
+        return real(name)
+
+    monkeypatch.setattr(st, "_array", failing)
+    with pytest.raises(OSError, match="disk full"):
+        st.write_item(0, make_result(0), fps=25)
+    monkeypatch.undo()
+    assert open_store(st.path).statuses()[0] == "pending"
+    assert open_store(st.path).n_frames(0) == 50          # earlier arrays were written
+
+
+def test_writes_are_deterministic(tmp_path):
+    a = new_store(tmp_path, name="a.zarr")
+    b = new_store(tmp_path, name="b.zarr")
+    for st in (a, b):
+        st.write_item(0, make_result(7), fps=25.0, warnings=["w"])
+        st.write_failure(1, "boom")
+    before = _chunk_bytes(Path(a.path))
+    assert before == _chunk_bytes(Path(b.path))
+    a.write_item(0, make_result(7), fps=25.0, warnings=["w"])   # rewrite in place
+    assert _chunk_bytes(Path(a.path)) == before
+
+
+def test_resume_returns_same_store(tmp_path):
+    st = new_store(tmp_path)
+    st.write_item(0, make_result(0), fps=25)
+    st.write_failure(1, "boom")
+    again = create_store(tmp_path / "out.zarr", make_items(4), PARAMS, list(reversed(REPS)),
+                         dataset="fake", source="unit test")
+    assert again.path == st.path
+    assert list(again.statuses()) == ["done", "failed", "pending", "pending"]
+    assert again.pending_indices() == [1, 2, 3]
+
+
+def test_mismatch_refused_with_message(tmp_path):
+    st = new_store(tmp_path)
+    path = st.path
+    with pytest.raises(StoreError) as info:
+        create_store(path, make_items(4), PARAMS.replace(patch=5), REPS,
+                     dataset="fake", source="unit test")
+    assert str(info.value) == (f"store {path} was made with patch=3, you asked patch=5; "
+                               f"use --overwrite to replace it, or another output path")
+    with pytest.raises(StoreError, match="holds representations ahdi, mdv, sdi, mean, flow, "
+                                         "you asked ahdi; use --overwrite"):
+        create_store(path, make_items(4), PARAMS, ["ahdi"], dataset="d", source="s")
+    with pytest.raises(StoreError, match="holds 4 items, you asked 3"):
+        create_store(path, make_items(3), PARAMS, REPS, dataset="d", source="s")
+    other = make_items(4)
+    other[2].video_id = "zz"
+    with pytest.raises(StoreError, match="item 2 is 'v02' there, you asked 'zz'"):
+        create_store(path, other, PARAMS, REPS, dataset="d", source="s")
+
+
+def test_overwrite_replaces_store(tmp_path):
+    st = new_store(tmp_path)
+    st.write_item(0, make_result(0), fps=25)
+    new = create_store(st.path, make_items(2), PARAMS.replace(patch=5), ["ahdi"],
+                       dataset="d", source="s", overwrite=True)
+    assert new.n_items == 2 and new.params.patch == 5
+    assert list(new.statuses()) == ["pending", "pending"]
+    assert not (Path(st.path) / "mdv").exists()
+
+
+def test_overwrite_refused_while_locked(tmp_path):
+    st = new_store(tmp_path)
+    with st.lock():
+        with pytest.raises(StoreError, match="is locked by pid"):
+            create_store(st.path, make_items(2), PARAMS, REPS, dataset="d", source="s",
+                         overwrite=True)
+
+
+def test_non_store_paths_refused(tmp_path):
+    file = tmp_path / "a.txt"
+    file.write_text("keep me")
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    (folder / "x.jpg").write_bytes(b"x")
+    for path in (file, folder):
+        for overwrite in (False, True):
+            with pytest.raises(StoreError, match="exists and is not an ahdi store"):
+                create_store(path, make_items(2), PARAMS, REPS, dataset="d", source="s",
+                             overwrite=overwrite)
+        with pytest.raises(StoreError, match="exists and is not an ahdi store"):
+            open_store(path)
+    assert file.read_text() == "keep me" and (folder / "x.jpg").exists()
+    plain = zarr.open_group(tmp_path / "plain.zarr", mode="w")
+    plain.attrs["x"] = 1
+    with pytest.raises(StoreError, match="is not an ahdi store"):
+        open_store(tmp_path / "plain.zarr")
+    with pytest.raises(StoreError, match="does not exist"):
+        open_store(tmp_path / "missing.zarr")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert create_store(empty, make_items(2), PARAMS, REPS, dataset="d", source="s").n_items == 2
+
+
+def test_read_only_store_refuses_writes(tmp_path):
+    new_store(tmp_path)
+    st = open_store(tmp_path / "out.zarr")
+    with pytest.raises(StoreError, match="open it with mode='r\\+'"):
+        st.write_failure(0, "x")
+
+
+def test_pickle_and_write_from_child_process(tmp_path):
+    st = new_store(tmp_path)
+    st.statuses()                                  # open the group in the parent
+    blob = pickle.dumps(st)
+    assert len(blob) < 300
+    clone = pickle.loads(blob)
+    assert clone.path == st.path and clone.mode == "r+" and clone._group_obj is None
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_write_in_child, args=(st, i, i)) for i in (0, 3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    assert list(st.statuses()) == ["done", "pending", "pending", "done"]
+    np.testing.assert_array_equal(st.image("ahdi", 3), make_result(3).ahdi)
+    assert st.warnings()[0] == "from child"
+
+
+def test_threads_write_their_own_items(tmp_path):
+    from concurrent.futures import ThreadPoolExecutor
+
+    st = new_store(tmp_path, n=8)
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda i: st.write_item(i, make_result(i), fps=None), range(8)))
+    assert st.counts() == {"done": 8, "failed": 0, "pending": 0}
+    for i in range(8):
+        np.testing.assert_array_equal(st.image("flow", i), make_result(i).flow)
+    assert np.isnan(st.item_table()[0]["fps"])
+
+
+def test_readable_without_our_code(tmp_path):
+    st = new_store(tmp_path)
+    res = make_result(5)
+    st.write_item(1, res, fps=25)
+    st.write_failure(2, "boom")
+
+    g = zarr.open_group(st.path, mode="r")
+    assert g.attrs["ahdi_store_version"] == 1
+    np.testing.assert_array_equal(g["ahdi"][1], res.ahdi)
+    assert list(g["status"][:]) == ["pending", "done", "failed", "pending"]
+
+    xr = pytest.importorskip("xarray")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")             # consolidated: opens without a warning
+        ds = xr.open_zarr(st.path)
+    for name in ("ahdi", "mdv", "sdi", "mean", "flow", "status", "error", "video_id",
+                 "label_pain", "label_sex", "motion", "segments", "windows", "n_frames"):
+        assert name in ds.data_vars, name
+    assert ds["ahdi"].dims == ("item", "y", "x", "channel")
+    assert ds["ahdi"].dtype == np.uint8
+    np.testing.assert_array_equal(ds["ahdi"][1].values, res.ahdi)
+    assert list(ds["status"].values) == ["pending", "done", "failed", "pending"]
+    assert ds.attrs["param_hash"] == PARAMS.param_hash()
+    t = int(ds["n_frames"][1])
+    np.testing.assert_allclose(ds["motion"][1, :t].values, res.motion.astype(np.float32))
+
+    da = pytest.importorskip("dask.array")
+    arr = da.from_zarr(st.path, component="sdi")
+    assert arr.chunks[0] == (1, 1, 1, 1)
+    np.testing.assert_array_equal(arr[1].compute(), res.sdi)
+
+
+# ----------------------------------------------------------------------------
+def test_lock_refuses_second_holder(tmp_path):
+    st = new_store(tmp_path)
+    lock_path = Path(st.path) / LOCK_NAME
+    with st.lock() as held:
+        assert held.note is None and held.pid == os.getpid()
+        info = json.loads(lock_path.read_text())
+        assert info["host"] == socket.gethostname() and info["pid"] == os.getpid()
+        with pytest.raises(StoreError) as err:
+            with pickle.loads(pickle.dumps(st)).lock():
+                pass
+        msg = str(err.value)
+        assert f"is locked by pid {os.getpid()} on host {socket.gethostname()}" in msg
+        assert f"remove {lock_path}" in msg
+        assert lock_path.exists()
+    assert not lock_path.exists()
+
+
+def test_stale_lock_of_dead_process_taken_over(tmp_path):
+    st = new_store(tmp_path)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    lock_path = Path(st.path) / LOCK_NAME
+    lock_path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+                                     "started": "2024-01-01T00:00:00+00:00"}))
+    with st.lock() as held:
+        assert held.note and f"process {dead.pid}" in held.note
+        assert json.loads(lock_path.read_text())["pid"] == os.getpid()
+    assert not lock_path.exists()
+
+
+def test_lock_of_other_host_goes_stale(tmp_path):
+    st = new_store(tmp_path)
+    lock_path = Path(st.path) / LOCK_NAME
+    lock_path.write_text(json.dumps({"host": "elsewhere", "pid": 1,
+                                     "started": "2024-01-01T00:00:00+00:00"}))
+    with pytest.raises(StoreError, match="locked by pid 1 on host elsewhere"):
+        with st.lock(stale_after=600):
+            pass
+    old = time.time() - 3600
+    os.utime(lock_path, (old, old))
+    with st.lock(stale_after=600) as held:
+        assert "has not refreshed it" in held.note
+
+
+def test_lock_heartbeat_refreshes(tmp_path):
+    st = new_store(tmp_path)
+    lock_path = Path(st.path) / LOCK_NAME
+    with st.lock(stale_after=0.4):
+        old = time.time() - 3600
+        os.utime(lock_path, (old, old))
+        time.sleep(0.3)
+        assert time.time() - lock_path.stat().st_mtime < 5
