@@ -1,0 +1,283 @@
+"""The conversion graph: one Dask task chain per video, into one store.
+
+Each video is two tasks: ``compute`` (decode -> crop/resize -> Farneback
+motion activity -> segmentation -> Numba pooling) and ``write`` (its own
+chunks of the store, status last). Decoding, motion and pooling share one
+task on purpose: segmentation needs the whole motion curve before pooling
+starts, so the frames are buffered (RAM, then a local memory-mapped file)
+between them, and such a buffer must never travel between workers. What
+travels to ``write`` is the small result (a few images).
+
+No task raises: a failure is caught, recorded in the store as that item's
+error, and the other videos go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import time
+import traceback
+from typing import Any, Callable, Sequence
+
+import dask
+
+from ahdi_kernels import AhdiParams, compute_ahdi
+from ahdi_kernels.compute import check_representations
+
+from .io import VideoError, open_video
+from .store import Store, create_store, open_store
+
+DEFAULT_SCHEDULER = "threads"
+LOCAL_SCHEDULERS = ("threads", "processes", "sync")
+
+
+@dataclasses.dataclass
+class ItemOutcome:
+    """What became of one item in a run."""
+
+    index: int
+    video_id: str
+    status: str  # 'done' | 'failed'
+    error: str = ""
+    warnings: tuple[str, ...] = ()
+    seconds: float = 0.0
+
+
+@dataclasses.dataclass
+class ConvertReport:
+    """Summary of a conversion run."""
+
+    store_path: str
+    n_items: int
+    skipped: int
+    outcomes: list[ItemOutcome]
+    seconds: float
+    dashboard: str | None = None
+
+    @property
+    def done(self) -> int:
+        return sum(o.status == "done" for o in self.outcomes)
+
+    @property
+    def failed(self) -> list[ItemOutcome]:
+        return [o for o in self.outcomes if o.status == "failed"]
+
+
+@dataclasses.dataclass
+class _Failure:
+    message: str
+    seconds: float
+
+
+def _pin_threads() -> None:
+    # Parallelism comes from converting several videos at once; OpenCV's own
+    # thread pool would only oversubscribe the cores. One thread per call
+    # also keeps results independent of the machine's core count.
+    import cv2
+
+    cv2.setNumThreads(1)
+
+
+def _describe_error(source_name: str, exc: BaseException) -> str:
+    message = str(exc) or type(exc).__name__
+    if isinstance(exc, VideoError) or source_name in message:
+        return message
+    if isinstance(exc, (ValueError, OSError)):
+        return f"{source_name}: {message}"
+    # An unexpected error: keep its type and the innermost frame for a bug report.
+    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
+    at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
+    return f"{source_name}: {type(exc).__name__}: {message}{at}"
+
+
+def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
+                 memory_budget: int, tmp_dir: str | None):
+    """Decode one item and compute its images; returns (result, fps, warnings) or _Failure."""
+    _pin_threads()
+    started = time.perf_counter()
+    try:
+        with open_video(item.source, params, tmp_dir) as reader:
+            result = compute_ahdi(reader, params, representations,
+                                  memory_budget=memory_budget, tmp_dir=tmp_dir)
+            return result, float(reader.fps), tuple(reader.warnings), time.perf_counter() - started
+    except Exception as exc:  # recorded per item; the graph goes on
+        return _Failure(_describe_error(item.source.describe(), exc),
+                        time.perf_counter() - started)
+
+
+def write_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome:
+    """Write one item's result (or its failure) into the store, status last."""
+    if isinstance(computed, _Failure):
+        store.write_failure(index, computed.message)
+        return ItemOutcome(index, video_id, "failed", computed.message, (), computed.seconds)
+    result, fps, warnings, seconds = computed
+    try:
+        store.write_item(index, result, fps=fps, warnings=warnings)
+    except Exception as exc:
+        message = f"{video_id}: writing to the store failed: {type(exc).__name__}: {exc}"
+        store.write_failure(index, message)
+        return ItemOutcome(index, video_id, "failed", message, warnings, seconds)
+    return ItemOutcome(index, video_id, "done", "", warnings, seconds)
+
+
+def build_graph(store: Store, items: Sequence[Any], indices: Sequence[int],
+                params: AhdiParams, representations: Sequence[str], *,
+                memory_budget: int = 512 * 2**20, tmp_dir: str | None = None) -> list:
+    """One delayed ``compute -> write`` chain per item index; returns the write nodes."""
+    reps = check_representations(representations)
+    writes = []
+    for index in indices:
+        item = items[index]
+        name = f"{index:07d}"
+        computed = dask.delayed(compute_task, pure=False, name=f"compute-{name}")(
+            item, params, reps, memory_budget, tmp_dir)
+        writes.append(dask.delayed(write_task, pure=False, name=f"write-{name}")(
+            computed, store, index, item.video_id))
+    return writes
+
+
+def _check_worker_paths(store_path: str, probe_paths: Sequence[str]) -> str | None:
+    # Runs on every worker before the graph: the usual cluster mistake is a
+    # store or source on a disk the workers cannot see.
+    host = socket.gethostname()
+    if not os.path.isdir(store_path):
+        return f"worker on {host} cannot see the store folder {store_path}"
+    if not os.access(store_path, os.W_OK):
+        return f"worker on {host} cannot write to the store folder {store_path}"
+    for path in probe_paths:
+        if not os.path.exists(path):
+            return f"worker on {host} cannot see the source {path}"
+    return None
+
+
+def _probe_paths(items: Sequence[Any], limit: int = 3) -> list[str]:
+    paths = []
+    for item in items[:limit]:
+        src = item.source
+        paths.append(src.archive if src.archive else src.path)
+    return paths
+
+
+class ClusterPathError(RuntimeError):
+    """A worker of a distributed cluster cannot see the store or the source."""
+
+
+def _run_local(writes: list, scheduler: str, workers: int | None,
+               on_outcome: Callable[[ItemOutcome], None]) -> list[ItemOutcome]:
+    from dask.callbacks import Callback
+
+    outcomes: list[ItemOutcome] = []
+
+    class _Progress(Callback):
+        def _posttask(self, key, result, dsk, state, worker_id):
+            if isinstance(result, ItemOutcome):
+                outcomes.append(result)
+                on_outcome(result)
+
+    kwargs = {"scheduler": scheduler}
+    if scheduler != "sync":
+        kwargs["num_workers"] = workers or os.cpu_count() or 1
+    with _Progress():
+        dask.compute(*writes, **kwargs)
+    return outcomes
+
+
+def _run_distributed(writes: list, address: str, store_path: str, items, indices,
+                     on_outcome, on_dashboard) -> list[ItemOutcome]:
+    from distributed import Client, as_completed
+
+    with Client(address, timeout="30s") as client:
+        if on_dashboard and client.dashboard_link:
+            on_dashboard(client.dashboard_link)
+        problems = client.run(_check_worker_paths, store_path,
+                              _probe_paths([items[i] for i in indices]))
+        bad = sorted({msg for msg in problems.values() if msg})
+        if bad:
+            raise ClusterPathError("; ".join(bad) + " (put the source and the store on a "
+                                   "filesystem every worker mounts at the same path)")
+        futures = client.compute(writes)
+        outcomes = []
+        for future in as_completed(futures):
+            outcome = future.result()
+            outcomes.append(outcome)
+            on_outcome(outcome)
+        return outcomes
+
+
+def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiParams,
+            representations: Sequence[str] = ("ahdi", "mdv"), *, dataset: str = "",
+            source: str = "", scheduler: str | None = None, workers: int | None = None,
+            overwrite: bool = False, memory_budget: int = 512 * 2**20,
+            tmp_dir: str | None = None,
+            on_start: Callable[[int, int], None] | None = None,
+            on_outcome: Callable[[ItemOutcome], None] | None = None,
+            on_dashboard: Callable[[str], None] | None = None) -> ConvertReport:
+    """Convert items into a store (created, or resumed when it matches).
+
+    Parameters
+    ----------
+    items : sequence of Item
+        What :func:`pipeline.datasets.resolve_source` returns.
+    store_path : path
+        Output Zarr store.
+    params : AhdiParams
+        Method parameters.
+    representations : sequence of str
+        Any of 'ahdi', 'mdv', 'sdi', 'mean', 'flow'.
+    dataset, source : str
+        Recorded in the store's attributes.
+    scheduler : str, optional
+        'threads' (default), 'processes', 'sync', or a ``tcp://HOST:PORT``
+        address of a dask.distributed scheduler.
+    workers : int, optional
+        Local workers (default: every core).
+    overwrite : bool
+        Replace a store made with other parameters.
+    memory_budget : int
+        Bytes of frames per video held in RAM before spilling to disk.
+    tmp_dir : str, optional
+        Temporary folder for spills and archive members.
+    on_start, on_outcome, on_dashboard : callable, optional
+        Progress hooks: (to_do, skipped), each finished item, dashboard URL.
+
+    Returns
+    -------
+    ConvertReport
+    """
+    scheduler = scheduler or DEFAULT_SCHEDULER
+    if scheduler not in LOCAL_SCHEDULERS and not scheduler.startswith("tcp://"):
+        raise ValueError(f"scheduler must be one of {', '.join(LOCAL_SCHEDULERS)} or "
+                         f"tcp://HOST:PORT, got {scheduler!r}")
+    started = time.perf_counter()
+    store_path = os.path.abspath(os.fspath(store_path))
+    store = create_store(store_path, items, params, representations, dataset=dataset,
+                         source=source, overwrite=overwrite)
+    with store.lock():
+        # A resumed store: done items are kept, pending and failed ones redone.
+        indices = store.pending_indices()
+        skipped = len(items) - len(indices)
+        if on_start:
+            on_start(len(indices), skipped)
+        outcomes: list[ItemOutcome] = []
+        dashboard = None
+        if indices:
+            writer = open_store(store_path, mode="r+")
+            writes = build_graph(writer, items, indices, params, store.representations,
+                                 memory_budget=memory_budget, tmp_dir=tmp_dir)
+            hook = on_outcome or (lambda outcome: None)
+            if scheduler.startswith("tcp://"):
+                def remember(url: str) -> None:
+                    nonlocal dashboard
+                    dashboard = url
+                    if on_dashboard:
+                        on_dashboard(url)
+                outcomes = _run_distributed(writes, scheduler, store_path, items, indices,
+                                            hook, remember)
+            else:
+                outcomes = _run_local(writes, scheduler, workers, hook)
+    outcomes.sort(key=lambda o: o.index)
+    return ConvertReport(store_path, len(items), skipped, outcomes,
+                         time.perf_counter() - started, dashboard)
+
