@@ -765,6 +765,10 @@ class Store:
     def n_frames(self, index: int) -> int:
         return int(self._array("n_frames")[self._index(index)])
 
+    def eps(self, index: int) -> float:
+        """Activity threshold the item's segmentation used (NaN before it is done)."""
+        return float(self._array("eps")[self._index(index)])
+
     def motion(self, index: int) -> np.ndarray:
         """(n_frames,) float32 motion activity of one item."""
         i = self._index(index)
