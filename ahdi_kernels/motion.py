@@ -90,8 +90,14 @@ class MotionActivity:
                 raise ValueError(f"frame {self.n_frames + 1} has shape {frame.shape}, "
                                  f"unlike the frames before it")
             flow = cv2.calcOpticalFlowFarneback(self._previous, grey, None, *self._farneback)
-            magnitude = cv2.magnitude(flow[..., 0], flow[..., 1])
-            self._activity.append(float(magnitude.mean(dtype=np.float64)))
+            # |F| in float64 with NumPy, not cv2.magnitude: OpenCV's float32
+            # magnitude takes a SIMD or a scalar path depending on where the
+            # (copied) inputs land in memory, and the two differ in the last
+            # bit, so MA_t was not reproducible from run to run.
+            fx = flow[..., 0].astype(np.float64)
+            fy = flow[..., 1].astype(np.float64)
+            magnitude = np.sqrt(fx * fx + fy * fy)
+            self._activity.append(float(magnitude.mean()))
             if self.keep_flow:
                 if self.flow_sum is None:
                     self.flow_sum = np.zeros(flow.shape, np.float64)
