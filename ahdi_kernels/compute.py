@@ -34,8 +34,8 @@ class AhdiResult:
     eps : float
         Activity threshold used.
     bounds : np.ndarray or None
-        Adaptive segment boundaries (0-based, first 0, last T); None in
-        fixed mode and for levels = 1.
+        Adaptive segment boundaries (0-based, first 0, last T); ``[0, T]``
+        for levels = 1; None in fixed mode.
     windows : np.ndarray
         (M, 2) int64 ``[start, stop)`` ranges of the level-1 windows.
     n_frames : int

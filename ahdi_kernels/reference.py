@@ -842,6 +842,7 @@ def ahdi(frames, params) -> dict:
         "ahdi": to_uint8(ahdi_float, norm),
         "mdv": np.stack([to_uint8(Dq, norm) for Dq in D]),
         "sdi": to_uint8(sdi(frames), norm),
-        "mean": to_uint8(mean_image(frames), norm),
+        # The mean image is already in [0, 1]: mapped as is, not stretched.
+        "mean": np.floor(255.0 * mean_image(frames) + 0.5).astype(np.uint8),
         "flow": flow_picture(frames, params.size, params.flow_side, params.farneback),
     }

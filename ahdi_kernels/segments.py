@@ -152,13 +152,16 @@ def level1_windows(motion: np.ndarray, params) -> tuple[np.ndarray | None, np.nd
     Returns
     -------
     bounds : np.ndarray or None
-        Adaptive segment boundaries (None in fixed mode and for levels = 1).
+        Adaptive segment boundaries; ``[0, T]`` for levels = 1 (the whole
+        video is the one segment, as in ``reference.ahdi``); None in fixed
+        mode.
     windows : np.ndarray
         (M, 2) int64 window ranges; levels = 1 gives the whole video.
     """
     n_frames = len(motion)
     if params.levels == 1:
-        return None, np.array([[0, n_frames]], dtype=np.int64)
+        return (np.array([0, n_frames], dtype=np.int64),
+                np.array([[0, n_frames]], dtype=np.int64))
     if params.segmentation == "fixed":
         return None, fixed_windows(n_frames, params.segment_len, params.fixed_stride)
     bounds = segment_bounds(motion, params.n_segments, params.min_len, params.eps)
