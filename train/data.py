@@ -1,0 +1,377 @@
+"""What the trainer reads from a store, and how batches reach the model.
+
+``select_items`` picks the ``done`` items with a usable label and turns the
+label into a float target (regression) or 0/1 (binary). ``ImageSource``
+delivers uint8 batches of the chosen representation: when the selected
+arrays fit in memory (with a margin) they are loaded once as one uint8
+tensor, on the GPU when there is one, and batches are slices of it;
+otherwise DataLoader worker processes stream chunks from the store.
+``BatchTransform`` then does the float conversion, the augmentation
+(random resized crop, horizontal flip, small colour jitter, one draw per
+sample, in batch, on the model's device) and ImageNet normalisation.
+
+MDV stacks are padded to the longest stack of the selection; the mask says
+which images are real.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+REPRESENTATIONS = ("ahdi", "sdi", "mean", "flow", "mdv")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_MISSING_TEXT = {"", "nan"}          # the store writes "" for a missing text label
+
+
+class DataError(ValueError):
+    """The store cannot give what the run asks for (message says why)."""
+
+
+@dataclasses.dataclass
+class Selection:
+    """The items a run uses, in store order."""
+    indices: np.ndarray        # store item indices
+    targets: np.ndarray        # float32: regression value or 0/1
+    subjects: np.ndarray       # str
+    video_ids: np.ndarray      # str
+    labels: dict               # every label column, restricted to the selection
+    counts: dict               # how many items were done / failed / pending / unlabelled
+
+    def __len__(self) -> int:
+        return int(self.indices.size)
+
+
+def _missing(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind == "f":
+        return np.isnan(values)
+    return np.array([v is None or str(v).strip().lower() in _MISSING_TEXT for v in values],
+                    dtype=bool)
+
+
+def _as_float(values: np.ndarray) -> np.ndarray | None:
+    try:
+        return np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None
+
+
+def select_items(store, label: str, task: str, positive: str | None = None,
+                 representation: str = "ahdi") -> Selection:
+    """Done items of ``store`` with a non-missing ``label``, and their targets.
+
+    Binary targets come from a numeric 0/1 label, or from a text (or
+    numeric) label compared with ``positive``.
+    """
+    if task not in ("regression", "binary"):
+        raise DataError(f"unknown task {task!r}; expected regression or binary")
+    if representation not in REPRESENTATIONS:
+        raise DataError(f"unknown representation {representation!r}; "
+                        f"expected one of {', '.join(REPRESENTATIONS)}")
+    have = list(store.representations)
+    if representation not in have:
+        raise DataError(f"representation {representation!r} is not in this store; "
+                        f"it has: {', '.join(have) or 'none'}")
+    names = list(store.label_names)
+    if label not in names:
+        raise DataError(f"unknown label {label!r}; known labels: {', '.join(names) or 'none'}")
+    statuses = np.asarray(store.statuses()).astype(str)
+    done = statuses == "done"
+    counts = {s: int(np.sum(statuses == s)) for s in ("done", "failed", "pending")}
+    if not done.any():
+        raise DataError(f"no done items in the store ({store.n_items} items: "
+                        f"{counts['pending']} pending, {counts['failed']} failed); "
+                        "run `ahdi convert` first")
+    all_labels = store.labels()
+    values = np.asarray(all_labels[label])
+    keep = done & ~_missing(values)
+    counts["unlabelled"] = int(np.sum(done & _missing(values)))
+    if not keep.any():
+        raise DataError(f"no done item has a value for label {label!r}")
+    idx = np.flatnonzero(keep)
+    v = values[idx]
+    numeric = _as_float(v)
+    if task == "regression":
+        if numeric is None:
+            raise DataError(f"label {label!r} is text ({sorted(set(v.tolist()))[:5]}); "
+                            "regression needs numbers")
+        targets = numeric
+    elif positive is None:
+        if numeric is None or not np.all((numeric == 0) | (numeric == 1)):
+            seen = sorted({str(x) for x in v.tolist()})
+            raise DataError(f"binary task: label {label!r} has values {seen[:10]}; "
+                            "use a 0/1 label or say which value is positive with --positive VALUE")
+        targets = numeric
+    else:
+        if numeric is not None and _as_float(np.array([positive])) is not None:
+            targets = (numeric == float(positive)).astype(np.float64)
+        else:
+            targets = np.array([str(x) == str(positive) for x in v.tolist()], np.float64)
+        if not targets.any():
+            seen = sorted({str(x) for x in v.tolist()})
+            raise DataError(f"--positive {positive!r} matches no item of label {label!r}; "
+                            f"its values are {seen[:10]}")
+    return Selection(indices=idx.astype(np.int64), targets=targets.astype(np.float32),
+                     subjects=np.asarray(store.subjects()).astype(str)[idx],
+                     video_ids=np.asarray(store.video_ids()).astype(str)[idx],
+                     labels={k: np.asarray(a)[idx] for k, a in all_labels.items()},
+                     counts=counts)
+
+
+# ----------------------------------------------------------------------------
+# reading arrays
+def read_images(store, representation: str, indices, chunk: int = 256) -> np.ndarray:
+    """(k, S, S, 3) uint8 of a single-image representation, read in chunks."""
+    indices = np.asarray(indices, np.int64)
+    parts = [np.asarray(store.images(representation, indices[i:i + chunk]))
+             for i in range(0, indices.size, chunk)]
+    return np.concatenate(parts) if parts else np.zeros((0, store.size, store.size, 3), np.uint8)
+
+
+def read_mdv(store, indices, m_max: int) -> tuple[np.ndarray, np.ndarray]:
+    """(k, m_max, S, S, 3) uint8 padded MDV stacks and (k,) counts."""
+    s = int(store.size)
+    out = np.zeros((len(indices), m_max, s, s, 3), np.uint8)
+    counts = np.zeros(len(indices), np.int64)
+    for j, i in enumerate(indices):
+        stack = np.asarray(store.mdv(int(i)))
+        n = min(stack.shape[0], m_max)
+        out[j, :n] = stack[:n]
+        counts[j] = n
+    return out, counts
+
+
+def mdv_counts(store, indices) -> np.ndarray:
+    """How many MDV images each item has, without reading the stacks when possible."""
+    indices = np.asarray(indices, np.int64)
+    counts = None
+    if callable(getattr(store, "mdv_counts", None)):
+        counts = np.asarray(store.mdv_counts(), np.int64)
+    elif callable(getattr(store, "_array", None)):
+        try:    # pipeline.store keeps the per-item count in the 'mdv_count' array
+            counts = np.asarray(store._array("mdv_count")[:], np.int64)
+        except Exception:  # noqa: BLE001 - other layouts: read the stacks
+            counts = None
+    if counts is not None:
+        return counts[indices]
+    return np.array([np.asarray(store.mdv(int(i))).shape[0] for i in indices], np.int64)
+
+
+def memory_budget(device: torch.device, margin: float = 0.5) -> int:
+    """Bytes of selected arrays we allow in memory on ``device``."""
+    import psutil
+    ram = int(psutil.virtual_memory().available * margin)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return min(ram, int(free * 0.4))
+    return ram
+
+
+class _ChunkDataset(torch.utils.data.Dataset):
+    """Reads one chunk (an array of selection positions) per ``__getitem__``."""
+
+    def __init__(self, store, representation, store_indices, m_max):
+        self.path = getattr(store, "path", None)
+        self._store = store
+        self.representation = representation
+        self.store_indices = store_indices
+        self.m_max = m_max
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        if self.path is not None:
+            state["_store"] = None      # each worker opens its own handle
+        return state
+
+    def _get_store(self):
+        if self._store is None:
+            from pipeline.store import open_store
+            self._store = open_store(self.path)
+        return self._store
+
+    def __len__(self):
+        return len(self.store_indices)
+
+    def __getitem__(self, positions):
+        positions = np.asarray(positions, np.int64)
+        order = np.argsort(positions, kind="stable")         # read in store order
+        store = self._get_store()
+        idx = self.store_indices[positions[order]]
+        if self.representation == "mdv":
+            x, counts = read_mdv(store, idx, self.m_max)
+        else:
+            x, counts = read_images(store, self.representation, idx), None
+        inv = np.empty_like(order)
+        inv[order] = np.arange(order.size)
+        x = torch.from_numpy(np.ascontiguousarray(x[inv]))
+        c = torch.from_numpy(counts[inv]) if counts is not None else torch.zeros(0)
+        return x, c, torch.from_numpy(positions)
+
+
+class _Chunks(torch.utils.data.Sampler):
+    def __init__(self):
+        self.chunks: list[np.ndarray] = []
+
+    def __iter__(self):
+        return iter(self.chunks)
+
+    def __len__(self):
+        return len(self.chunks)
+
+
+class ImageSource:
+    """uint8 batches of the selection: from memory or streamed from the store.
+
+    ``batches(positions, batch_size, shuffle, rng)`` yields
+    ``(x, mask, positions)`` with x (B, S, S, 3) or (B, M, S, S, 3) uint8 on
+    ``device``, mask (B, M) bool or None, positions a LongTensor into the
+    selection.
+    """
+
+    def __init__(self, store, selection: Selection, representation: str,
+                 device: torch.device, in_memory: str = "auto", num_workers: int | None = None):
+        self.representation = representation
+        self.device = device
+        self.selection = selection
+        self.size = int(store.size)
+        n = len(selection)
+        if representation == "mdv":
+            self.counts_np = mdv_counts(store, selection.indices)
+            if (self.counts_np < 1).any():
+                raise DataError("some done items have no MDV images")
+            self.m_max = int(self.counts_np.max())
+        else:
+            self.counts_np, self.m_max = None, 1
+        self.nbytes = n * self.m_max * self.size * self.size * 3
+        if in_memory not in ("auto", "always", "never"):
+            raise ValueError(f"in_memory must be auto, always or never, got {in_memory!r}")
+        self.in_memory = (in_memory == "always"
+                          or (in_memory == "auto" and self.nbytes <= memory_budget(device)))
+        if self.in_memory:
+            if representation == "mdv":
+                arr, counts = read_mdv(store, selection.indices, self.m_max)
+                self.counts = torch.from_numpy(counts).to(device)
+            else:
+                arr, self.counts = read_images(store, representation, selection.indices), None
+            self.images = torch.from_numpy(arr).to(device)
+        else:
+            if num_workers is None:
+                import os
+                num_workers = min(8, max(1, (os.cpu_count() or 2) - 1))
+            self.num_workers = num_workers
+            self._sampler = _Chunks()
+            self._dataset = _ChunkDataset(store, representation, selection.indices, self.m_max)
+            self._loader = None
+
+    def _mask(self, counts: torch.Tensor) -> torch.Tensor:
+        ar = torch.arange(self.m_max, device=counts.device)
+        return ar.unsqueeze(0) < counts.unsqueeze(1)
+
+    def batches(self, positions, batch_size: int, shuffle: bool = False,
+                rng: np.random.Generator | None = None, drop_last: bool = False):
+        positions = np.asarray(positions, np.int64)
+        if shuffle:
+            positions = positions[(rng or np.random.default_rng()).permutation(positions.size)]
+        stop = positions.size - (positions.size % batch_size if drop_last else 0)
+        chunks = [positions[i:min(i + batch_size, stop)] for i in range(0, stop, batch_size)]
+        chunks = [c for c in chunks if c.size]
+        if self.in_memory:
+            for c in chunks:
+                pos = torch.from_numpy(c).to(self.device)
+                x = self.images[pos]
+                mask = self._mask(self.counts[pos]) if self.counts is not None else None
+                yield x, mask, pos
+            return
+        self._sampler.chunks = chunks
+        if self._loader is None:
+            self._loader = torch.utils.data.DataLoader(
+                self._dataset, batch_size=None, sampler=self._sampler,
+                num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
+                pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.num_workers else None)
+        for x, c, pos in self._loader:
+            x = x.to(self.device, non_blocking=True)
+            mask = self._mask(c.to(self.device)) if self.representation == "mdv" else None
+            yield x, mask, pos.to(self.device)
+
+
+# ----------------------------------------------------------------------------
+# augmentation and normalisation, in batch on the model's device
+class BatchTransform:
+    """uint8 (B, [M,] S, S, 3) -> normalised float (B, [M,] 3, H, W).
+
+    With ``train=True`` each sample (each video, for MDV: all its images
+    alike) gets a random resized crop (area ``scale``, aspect ``ratio``), a
+    horizontal flip with p = 0.5 and brightness / contrast / saturation
+    factors in ``1 +- jitter``, drawn from a seeded CPU generator.
+    ``size`` resizes the output (None keeps S).
+    """
+
+    def __init__(self, train: bool, size: int | None = None, seed: int = 0,
+                 scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), jitter: float = 0.1):
+        self.train = train
+        self.size = size
+        self.scale, self.ratio, self.jitter = scale, ratio, jitter
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def _uniform(self, n, lo, hi):
+        return lo + (hi - lo) * torch.rand(n, generator=self.gen, dtype=torch.float64)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        lead = x.shape[:-3]                           # (B,) or (B, M)
+        s = x.shape[-2]
+        out_size = self.size or s
+        x = x.reshape(-1, s, s, 3).permute(0, 3, 1, 2).float().div_(255.0)
+        if self.train:
+            x = self._augment(x, lead)
+        elif out_size != s:
+            x = F.interpolate(x, size=(out_size, out_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1)
+        x = (x - mean) / std
+        return x.reshape(*lead, 3, x.shape[-2], x.shape[-1])
+
+    def _augment(self, x: torch.Tensor, lead) -> torch.Tensor:
+        b = lead[0]
+        per = x.shape[0] // b                         # images per sample (MDV: M)
+        out_size = self.size or x.shape[-1]
+        area = self._uniform(b, *self.scale)
+        log_r = self._uniform(b, math.log(self.ratio[0]), math.log(self.ratio[1]))
+        r = torch.exp(log_r)
+        w = torch.sqrt(area * r).clamp(max=1.0)       # fractions of the side
+        h = torch.sqrt(area / r).clamp(max=1.0)
+        cx = (self._uniform(b, 0, 1) * (1 - w) + w / 2) * 2 - 1     # centre in [-1, 1]
+        cy = (self._uniform(b, 0, 1) * (1 - h) + h / 2) * 2 - 1
+        flip = torch.where(torch.rand(b, generator=self.gen) < 0.5, -1.0, 1.0).double()
+        theta = torch.zeros(b, 2, 3, dtype=torch.float64)
+        theta[:, 0, 0] = w * flip
+        theta[:, 0, 2] = cx
+        theta[:, 1, 1] = h
+        theta[:, 1, 2] = cy
+        j = self.jitter
+        bright = self._uniform(b, 1 - j, 1 + j)
+        contrast = self._uniform(b, 1 - j, 1 + j)
+        sat = self._uniform(b, 1 - j, 1 + j)
+        dev = x.device
+
+        def rep(t):
+            return t.to(dev, torch.float32).repeat_interleave(per, dim=0)
+
+        grid = F.affine_grid(rep(theta), [x.shape[0], 3, out_size, out_size],
+                             align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
+                          align_corners=False)
+        x = x * rep(bright).view(-1, 1, 1, 1)
+        grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
+        m = grey.mean(dim=(2, 3), keepdim=True)
+        c = rep(contrast).view(-1, 1, 1, 1)
+        x = (x - m) * c + m
+        grey = (grey - m) * c + m                            # grey of the adjusted image
+        sv = rep(sat).view(-1, 1, 1, 1)
+        x = (x - grey) * sv + grey
+        return x.clamp_(0.0, 1.0)
