@@ -23,6 +23,7 @@ import re
 import shutil
 import tarfile
 import tempfile
+import threading
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -265,6 +266,13 @@ def _check_readable(path: str, name: str) -> None:
     if not os.path.exists(path):
         raise VideoError(f"{name}: file does not exist")
     if os.path.isdir(path):
+        try:
+            names = os.listdir(path)
+        except OSError as exc:
+            raise VideoError(f"{name}: cannot list the folder ({exc.strerror or exc})") from None
+        if not any(n.lower().endswith(IMAGE_EXTS) for n in names):
+            raise VideoError(f"{name}: is an empty frame folder (no {', '.join(IMAGE_EXTS)} "
+                             "images in it), not a video file")
         raise VideoError(f"{name}: is a folder, not a video file")
     try:
         with open(path, "rb") as fh:
@@ -298,19 +306,22 @@ def _to_rgb8(img: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
 
 
-_CASCADE: cv2.CascadeClassifier | None = None
+# One cascade per thread: detectMultiScale on a cascade shared by the
+# threads of the threaded scheduler fails now and then inside OpenCV
+# ("scaleIdx < scaleData->size()"), so each thread loads its own.
+_CASCADES = threading.local()
 
 
 def _face_cascade() -> cv2.CascadeClassifier:
-    """OpenCV's bundled frontal-face Haar cascade, loaded once per process."""
-    global _CASCADE
-    if _CASCADE is None:
+    """OpenCV's bundled frontal-face Haar cascade, loaded once per thread."""
+    cascade = getattr(_CASCADES, "cascade", None)
+    if cascade is None:
         path = os.path.join(cv2.data.haarcascades, "haarcascade_frontalface_default.xml")
         cascade = cv2.CascadeClassifier(path)
         if cascade.empty():
             raise VideoError(f"{path}: cannot load OpenCV's Haar face cascade")
-        _CASCADE = cascade
-    return _CASCADE
+        _CASCADES.cascade = cascade
+    return cascade
 
 
 def _detect_face(rgb: np.ndarray) -> tuple[float, float, float, float] | None:
