@@ -159,7 +159,7 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
                 overwrite=False, memory_budget_mb=512, tmp_dir=None, quiet=False):
     """Resolve the source, convert, print the outcome; returns the ConvertReport."""
     from pipeline.datasets import resolve_source
-    from pipeline.graph import ClusterPathError, convert
+    from pipeline.graph import ClusterError, convert
 
     name, items = resolve_source(source, labels_csv=labels, root=root, datasets_yaml=datasets)
     if not items:
@@ -176,7 +176,7 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
                          overwrite=overwrite, memory_budget=int(memory_budget_mb * 2**20),
                          tmp_dir=tmp_dir, on_start=progress.start,
                          on_outcome=progress.outcome, on_dashboard=progress.dashboard)
-    except ClusterPathError as exc:
+    except ClusterError as exc:
         raise click.ClickException(str(exc))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished items are kept in {output}; run the same "

@@ -160,7 +160,15 @@ def _probe_paths(items: Sequence[Any], limit: int = 3) -> list[str]:
     return paths
 
 
-class ClusterPathError(RuntimeError):
+#: Seconds a distributed run waits for a first worker before it gives up.
+WORKER_WAIT_S = 60.0
+
+
+class ClusterError(RuntimeError):
+    """A distributed cluster cannot run the conversion (no workers, paths unseen)."""
+
+
+class ClusterPathError(ClusterError):
     """A worker of a distributed cluster cannot see the store or the source."""
 
 
@@ -184,13 +192,20 @@ def _run_local(writes: list, scheduler: str, workers: int | None,
     return outcomes
 
 
-def _run_distributed(writes: list, address: str, store_path: str, items, indices,
+def _run_distributed(writes: list, address: str, store: Store, items, indices,
                      on_outcome, on_dashboard) -> list[ItemOutcome]:
     from distributed import Client, as_completed
 
+    store_path = store.path
     with Client(address, timeout="30s") as client:
         if on_dashboard and client.dashboard_link:
             on_dashboard(client.dashboard_link)
+        try:
+            client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        except TimeoutError:
+            raise ClusterError(f"no dask worker joined the scheduler at {address} within "
+                               f"{WORKER_WAIT_S:.0f} s; start some with: dask worker "
+                               f"{address}") from None
         problems = client.run(_check_worker_paths, store_path,
                               _probe_paths([items[i] for i in indices]))
         bad = sorted({msg for msg in problems.values() if msg})
@@ -198,9 +213,21 @@ def _run_distributed(writes: list, address: str, store_path: str, items, indices
             raise ClusterPathError("; ".join(bad) + " (put the source and the store on a "
                                    "filesystem every worker mounts at the same path)")
         futures = client.compute(writes)
+        which = {future.key: index for future, index in zip(futures, indices)}
         outcomes = []
         for future in as_completed(futures):
-            outcome = future.result()
+            try:
+                outcome = future.result()
+            except Exception as exc:
+                # The tasks never raise, so this is the cluster giving up on an
+                # item, e.g. KilledWorker: the video took down every worker that
+                # tried it (a decoder crash, memory). It fails alone.
+                index = which[future.key]
+                item = items[index]
+                message = (f"{item.source.describe()}: the cluster gave up on it: "
+                           f"{type(exc).__name__}: {exc}")
+                store.write_failure(index, message)
+                outcome = ItemOutcome(index, item.video_id, "failed", message)
             outcomes.append(outcome)
             on_outcome(outcome)
         return outcomes
@@ -273,7 +300,7 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
                     dashboard = url
                     if on_dashboard:
                         on_dashboard(url)
-                outcomes = _run_distributed(writes, scheduler, store_path, items, indices,
+                outcomes = _run_distributed(writes, scheduler, writer, items, indices,
                                             hook, remember)
             else:
                 outcomes = _run_local(writes, scheduler, workers, hook)
