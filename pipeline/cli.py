@@ -312,10 +312,11 @@ def demo(out, workers):
 
 
 # The trainer's commands: their module imports torch only inside the bodies.
-from train.cli import evaluate_command, train_command  # noqa: E402
+from train.cli import ablate_command, evaluate_command, train_command  # noqa: E402
 
 main.add_command(train_command)
 main.add_command(evaluate_command)
+main.add_command(ablate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,6 +7,7 @@ needs it): the engine is imported inside the command bodies.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -143,3 +144,47 @@ def evaluate_command(checkpoint, store, out, batch_size, device, as_json):
         if "note" in result:
             click.echo(f"note: {result['note']}")
     click.echo(f"predictions: {out}/predictions.csv")
+
+
+@click.command("ablate")
+@click.argument("source")
+@click.option("--grid", "grid", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="YAML grid file: the axes to sweep and the shared settings.")
+@click.option("--task", type=click.Choice(TASKS), required=True)
+@click.option("--label", required=True, help="Label column to predict.")
+@click.option("--positive", default=None, help="binary: the label value that counts as 1.")
+@click.option("--protocol", default="loso", show_default=True, help="loso | kfold:K | split:COLUMN")
+@click.option("--labels", type=click.Path(), help="Labels CSV for a folder of videos.")
+@click.option("--root", type=click.Path(), help="Root folder of a dataset named in datasets.yaml.")
+@click.option("--scheduler", default=None, help="Conversions' Dask scheduler (tcp://HOST:PORT).")
+@click.option("--workers", type=click.IntRange(min=1), help="Local conversion workers.")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
+              help="Folder for the stores, the cells' runs and the tables.")
+def ablate_command(source, grid, task, label, positive, protocol, labels, root, scheduler,
+                   workers, out):
+    """Run the paper's comparisons on SOURCE: one cell per combination of the grid's axes.
+
+    Each distinct conversion parameter set is converted once (reused when its
+    store exists), every cell is trained with the same folds and seeds, and
+    OUT gets results.csv (cell x fold), table.md (mean ± std, best in bold)
+    and one PNG per swept axis. Re-running resumes; a grown grid computes
+    only its new cells.
+
+    Example: ahdi ablate ~/clinic --labels clinic.csv --task regression
+    --label vas --grid docs/grids/table3_patch.yaml --out ablations/patch
+    """
+    from pipeline.datasets import DatasetError
+    from pipeline.store import StoreError
+    from train.ablate import GridError, run_ablation
+
+    try:
+        summary = run_ablation(source, grid, out, task=task, label=label, protocol=protocol,
+                               positive=positive, labels_csv=labels, root=root,
+                               scheduler=scheduler, workers=workers,
+                               log=lambda line: click.echo(line, err=True))
+    except (GridError, DatasetError, StoreError, ValueError) as exc:
+        raise _fail(exc)
+    click.echo(f"{summary['cells']} cells: {len(summary['converted'])} conversions, "
+               f"{len(summary['trained'])} trainings ({len(summary['reused_stores'])} stores "
+               f"and {len(summary['reused_cells'])} cells reused)")
+    click.echo(f"table: {Path(out) / 'table.md'}")

@@ -114,3 +114,43 @@ def confusion(y_true, y_label, path, title: str = "confusion matrix",
                     FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     cv2.imwrite(str(path), img)
     return str(path)
+
+
+def errorbar_plot(series: dict[str, list[tuple[str, float, float]]], path, *, xlabel: str,
+                  ylabel: str, title: str) -> str:
+    """Metric against the values of one axis: one line per series, error bars +- std.
+
+    ``series`` maps a legend name to ``[(x_value, mean, std), ...]``; the
+    x values are categories, placed in order of first appearance.
+    """
+    img = _canvas(title)
+    xs = list(dict.fromkeys(x for points in series.values() for x, _, _ in points))
+    lows = [m - s for pts in series.values() for _, m, s in pts if np.isfinite(m)]
+    highs = [m + (s if np.isfinite(s) else 0) for pts in series.values()
+             for _, m, s in pts if np.isfinite(m)]
+    yr = _nice_range(min(lows, default=0.0), max(highs, default=1.0))
+    xr = (-0.5, len(xs) - 0.5)
+    px, py = _axes(img, xr, yr, xlabel, ylabel, xticks=[])
+    for i, x in enumerate(xs):
+        cv2.line(img, (px(i), H - B), (px(i), H - B + 4), (0, 0, 0), 1)
+        cv2.putText(img, str(x)[:12], (px(i) - 4 * len(str(x)[:12]), H - B + 18), FONT, 0.4,
+                    (0, 0, 0), 1, cv2.LINE_AA)
+    for k, (name, points) in enumerate(series.items()):
+        colour = COLOURS[k % len(COLOURS)]
+        shift = (k - (len(series) - 1) / 2) * 0.06      # keep bars of series apart
+        pts = []
+        for x, mean, std in points:
+            if not np.isfinite(mean):
+                continue
+            cx, cy = px(xs.index(x) + shift), py(mean)
+            if np.isfinite(std) and std > 0:
+                cv2.line(img, (cx, py(mean - std)), (cx, py(mean + std)), colour, 1, cv2.LINE_AA)
+                for yv in (mean - std, mean + std):
+                    cv2.line(img, (cx - 4, py(yv)), (cx + 4, py(yv)), colour, 1, cv2.LINE_AA)
+            cv2.circle(img, (cx, cy), 4, colour, -1, cv2.LINE_AA)
+            pts.append((cx, cy))
+        if len(pts) > 1:
+            cv2.polylines(img, [np.array(pts, np.int32)], False, colour, 1, cv2.LINE_AA)
+        cv2.putText(img, name[:40], (L + 10, T + 18 + 16 * k), FONT, 0.42, colour, 1, cv2.LINE_AA)
+    cv2.imwrite(str(path), img)
+    return str(path)

@@ -1,0 +1,284 @@
+"""`ahdi ablate`: the paper's comparison tables on any labelled dataset.
+
+A grid file names the axes to sweep; every combination is a *cell*. Each
+distinct conversion parameter set is converted once (through the same Dask
+graph as ``ahdi convert``) into ``DIR/stores/<param_hash>.zarr``, reused
+whenever it already exists, and every cell is trained and evaluated with
+the same folds and seeds into ``DIR/cells/<key>/``. A cell whose run folder
+holds a finished ``metrics.json`` is not redone, so an interrupted ablation
+resumes and a grown grid costs only its new cells.
+
+Grid file (YAML)::
+
+    representation: [mean, flow, sdi, ahdi]     # axes: any of these keys
+    patch: [3, 5, 9]                             # ... or any AhdiParams field
+    segmentation: [fixed:5, fixed:10, adaptive]
+    level2: [weighted, arp]
+    model: [single, mdv:avg, mdv:attention]
+    params: {size: 112, crop: face}              # conversion settings of every cell
+    train: {epochs: 10, arch: resnet18, batch_size: 32}   # training settings of every cell
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from ahdi_kernels import AhdiParams
+
+REPRESENTATIONS_ALL = ("ahdi", "mdv", "sdi", "mean", "flow")
+TRAIN_AXES = ("representation", "model")
+PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(AhdiParams))
+# What the baselines depend on: cells that differ only in AHDI-specific
+# parameters (patch, segmentation, ...) share one trained baseline result.
+BASELINE_FIELDS = ("size", "crop", "flow_side", "farneback")
+LOWER_IS_BETTER = {"mae", "mse"}
+
+
+class GridError(ValueError):
+    """A grid file that cannot be run; the message names the file and the problem."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Cell:
+    """One combination of axis values."""
+
+    values: tuple[tuple[str, Any], ...]      # (axis, value) in the grid's axis order
+    params: AhdiParams
+    representation: str
+    model: str
+
+    @property
+    def label(self) -> str:
+        return ", ".join(f"{k}={v}" for k, v in self.values) or "base"
+
+    def train_key(self) -> str:
+        """Cells with equal keys train the same model on the same images."""
+        if self.representation in ("sdi", "mean", "flow"):
+            relevant = {k: self.params.to_dict()[k] for k in BASELINE_FIELDS}
+        else:
+            relevant = self.params.to_dict()
+        blob = json.dumps([relevant, self.representation, self.model], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def _axis_value_params(axis: str, value: Any, where: str) -> dict[str, Any]:
+    if axis == "segmentation":
+        text = str(value)
+        if text == "adaptive":
+            return {"segmentation": "adaptive"}
+        if text.startswith("fixed:"):
+            try:
+                return {"segmentation": "fixed", "segment_len": int(text.split(":", 1)[1])}
+            except ValueError:
+                pass
+        raise GridError(f"{where}: segmentation values are 'adaptive' or 'fixed:N', got {value!r}")
+    return {axis: value}
+
+
+def load_grid(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a grid file; returns {'axes': {...}, 'params': {...}, 'train': {...}}."""
+    path = str(path)
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh) or {}
+    except OSError as exc:
+        raise GridError(f"{path}: cannot read the grid file ({exc.strerror})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise GridError(f"{path}{where}: not valid YAML") from exc
+    if not isinstance(raw, dict):
+        raise GridError(f"{path}: expected a mapping of axis: [values]")
+    axes = dict(raw.pop("axes", {}) or {})
+    base = dict(raw.pop("params", {}) or {})
+    train = dict(raw.pop("train", {}) or {})
+    for key, values in raw.items():
+        if key not in TRAIN_AXES and key not in PARAM_FIELDS:
+            raise GridError(f"{path}: unknown axis {key!r}; axes are {', '.join(TRAIN_AXES)} "
+                            f"or a conversion parameter ({', '.join(PARAM_FIELDS)}), and "
+                            f"'params'/'train' hold shared settings")
+        axes[key] = values
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise GridError(f"{path}: axis {key!r} needs a non-empty list of values")
+        if len(set(map(str, values))) != len(values):
+            raise GridError(f"{path}: axis {key!r} repeats a value")
+    unknown = sorted(set(base) - set(PARAM_FIELDS))
+    if unknown:
+        raise GridError(f"{path}: unknown conversion parameter(s) in params: {', '.join(unknown)}")
+    return {"axes": axes, "params": base, "train": train, "path": path}
+
+
+def expand_cells(grid: dict[str, Any]) -> list[Cell]:
+    """Every combination of axis values, validated."""
+    axes = grid["axes"]
+    names = list(axes)
+    cells = []
+    for combo in itertools.product(*(axes[n] for n in names)):
+        values = tuple(zip(names, combo))
+        params = dict(grid["params"])
+        representation, model = "ahdi", "single"
+        for axis, value in values:
+            if axis == "representation":
+                representation = str(value)
+            elif axis == "model":
+                model = str(value)
+            else:
+                params.update(_axis_value_params(axis, value, grid["path"]))
+        if representation not in REPRESENTATIONS_ALL:
+            raise GridError(f"{grid['path']}: representation {representation!r} is not one of "
+                            f"{', '.join(REPRESENTATIONS_ALL)}")
+        if model != "single":
+            if not model.startswith("mdv:"):
+                raise GridError(f"{grid['path']}: model {model!r} is 'single' or 'mdv:POOL'")
+            representation = "mdv"
+        try:
+            cell_params = AhdiParams.from_dict(params)
+        except (TypeError, ValueError) as exc:
+            raise GridError(f"{grid['path']}: cell {dict(values)}: {exc}") from exc
+        cells.append(Cell(values, cell_params, representation, model))
+    return cells
+
+
+def _finished_metrics(run_dir: Path, expected: dict) -> dict | None:
+    metrics, config = run_dir / "metrics.json", run_dir / "ablation_cell.json"
+    if not (metrics.exists() and config.exists()):
+        return None
+    try:
+        if json.loads(config.read_text()) != expected:
+            return None
+        return json.loads(metrics.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _fmt(mean: float, std: float) -> str:
+    if not math.isfinite(mean):
+        return "n/a"
+    return f"{mean:.3f} ± {std:.3f}"
+
+
+def write_outputs(out: Path, cells: list[Cell], results: dict[Cell, dict], task: str) -> dict:
+    """results.csv, table.md and one PNG per swept axis; returns the table rows."""
+    from train import plots
+
+    axis_names = [k for k, _ in cells[0].values] if cells else []
+    metric_names = list(next(iter(results.values()))["aggregate"]) if results else []
+    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["cell", *axis_names, "fold", *metric_names])
+        for i, cell in enumerate(cells):
+            for fold in results[cell]["folds"]:
+                writer.writerow([i, *[v for _, v in cell.values], fold["fold"],
+                                 *[repr(float(fold["metrics"][m])) for m in metric_names]])
+    rows = []
+    for i, cell in enumerate(cells):
+        agg = results[cell]["aggregate"]
+        rows.append({"cell": i, "values": dict(cell.values),
+                     "metrics": {m: (agg[m]["mean"], agg[m]["std"]) for m in metric_names}})
+    best = {}
+    for m in metric_names:
+        finite = [r["metrics"][m][0] for r in rows if math.isfinite(r["metrics"][m][0])]
+        if finite:
+            best[m] = min(finite) if m in LOWER_IS_BETTER else max(finite)
+    lines = [f"| cell | {' | '.join(axis_names)} | {' | '.join(metric_names)} |",
+             "|" + "---|" * (1 + len(axis_names) + len(metric_names))]
+    for r in rows:
+        cells_md = []
+        for m in metric_names:
+            mean, std = r["metrics"][m]
+            text = _fmt(mean, std)
+            cells_md.append(f"**{text}**" if best.get(m) == mean else text)
+        lines.append(f"| {r['cell']} | {' | '.join(str(v) for v in r['values'].values())} | "
+                     f"{' | '.join(cells_md)} |")
+    lines += ["", f"Mean ± standard deviation over folds ({task}); the best value of each "
+                  f"metric in bold (lowest for {', '.join(sorted(LOWER_IS_BETTER))}, "
+                  f"highest otherwise)."]
+    (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    primary = "mae" if task == "regression" else "accuracy"
+    for axis in axis_names:
+        if len({str(dict(c.values)[axis]) for c in cells}) < 2:
+            continue
+        series: dict[str, list[tuple[str, float, float]]] = {}
+        for cell, r in zip(cells, rows):
+            others = ", ".join(f"{k}={v}" for k, v in cell.values if k != axis) or primary
+            mean, std = r["metrics"][primary]
+            series.setdefault(others, []).append((str(dict(cell.values)[axis]), mean, std))
+        plots.errorbar_plot(series, out / f"axis_{axis}.png", xlabel=axis, ylabel=primary,
+                            title=f"{primary} vs {axis} (bars: std over folds)")
+    return {"rows": rows, "best": best, "metrics": metric_names}
+
+
+def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str,
+                 protocol: str = "loso", positive: str | None = None, labels_csv=None,
+                 root=None, scheduler=None, workers=None, train_overrides: dict | None = None,
+                 log: Callable[[str], None] = print) -> dict:
+    """Convert every distinct parameter set once, train every cell, write the tables.
+
+    Returns
+    -------
+    dict
+        ``{'cells': n, 'converted': [...], 'reused_stores': [...], 'trained': [...],
+        'reused_cells': [...], 'table': {...}}``.
+    """
+    from pipeline.datasets import resolve_source
+    from pipeline.graph import convert
+    from train.engine import TrainConfig, run_training
+
+    grid = load_grid(grid_path)
+    cells = expand_cells(grid)
+    out_dir = Path(out)
+    (out_dir / "stores").mkdir(parents=True, exist_ok=True)
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    name, items = resolve_source(source, labels_csv=labels_csv, root=root)
+    if not items:
+        raise GridError(f"{source}: no videos found")
+
+    summary: dict[str, Any] = {"cells": len(cells), "converted": [], "reused_stores": [],
+                               "trained": [], "reused_cells": []}
+    stores: dict[str, Path] = {}
+    for params in dict.fromkeys(c.params for c in cells):
+        path = out_dir / "stores" / f"{params.param_hash()}.zarr"
+        report = convert(items, path, params, REPRESENTATIONS_ALL, dataset=name,
+                         source=str(source), scheduler=scheduler, workers=workers)
+        (summary["converted"] if report.outcomes else summary["reused_stores"]).append(str(path))
+        if report.outcomes:
+            log(f"converted {path.name}: {report.done} done, {len(report.failed)} failed")
+        stores[params.param_hash()] = path
+
+    shared = {**grid["train"], **(train_overrides or {})}
+    results: dict[Cell, dict] = {}
+    by_key: dict[str, dict] = {}
+    for i, cell in enumerate(cells):
+        key = cell.train_key()
+        run_dir = out_dir / "cells" / key
+        config = {**shared, "store": str(stores[cell.params.param_hash()]), "task": task,
+                  "label": label, "positive": positive, "protocol": protocol,
+                  "representation": cell.representation, "model": cell.model,
+                  "out": str(run_dir)}
+        expected = {k: v for k, v in config.items() if k not in ("store", "out")}
+        if key in by_key:
+            results[cell] = by_key[key]
+            continue
+        finished = _finished_metrics(run_dir, expected)
+        if finished is None:
+            log(f"cell {i + 1}/{len(cells)}: {cell.label}")
+            run_dir.mkdir(parents=True, exist_ok=True)
+            finished = run_training(TrainConfig(**config))
+            (run_dir / "ablation_cell.json").write_text(json.dumps(expected, sort_keys=True))
+            summary["trained"].append(key)
+        else:
+            summary["reused_cells"].append(key)
+        results[cell] = by_key[key] = finished
+    summary["table"] = write_outputs(out_dir, cells, results, task)
+    return summary
