@@ -93,12 +93,12 @@ def _describe_error(source_name: str, exc: BaseException) -> str:
 
 
 def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
-                 memory_budget: int, tmp_dir: str | None):
+                 memory_budget: int, tmp_dir: str | None, decode_threads: int = 1):
     """Decode one item and compute its images; returns (result, fps, warnings) or _Failure."""
     _pin_threads()
     started = time.perf_counter()
     try:
-        with open_video(item.source, params, tmp_dir) as reader:
+        with open_video(item.source, params, tmp_dir, decode_threads=decode_threads) as reader:
             result = compute_ahdi(reader, params, representations,
                                   memory_budget=memory_budget, tmp_dir=tmp_dir)
             return result, float(reader.fps), tuple(reader.warnings), time.perf_counter() - started
@@ -124,7 +124,8 @@ def write_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome
 
 def build_graph(store: Store, items: Sequence[Any], indices: Sequence[int],
                 params: AhdiParams, representations: Sequence[str], *,
-                memory_budget: int = 512 * 2**20, tmp_dir: str | None = None) -> list:
+                memory_budget: int = 512 * 2**20, tmp_dir: str | None = None,
+                decode_threads: int = 1) -> list:
     """One delayed ``compute -> write`` chain per item index; returns the write nodes."""
     reps = check_representations(representations)
     writes = []
@@ -132,10 +133,21 @@ def build_graph(store: Store, items: Sequence[Any], indices: Sequence[int],
         item = items[index]
         name = f"{index:07d}"
         computed = dask.delayed(compute_task, pure=False, name=f"compute-{name}")(
-            item, params, reps, memory_budget, tmp_dir)
+            item, params, reps, memory_budget, tmp_dir, decode_threads)
         writes.append(dask.delayed(write_task, pure=False, name=f"write-{name}")(
             computed, store, index, item.video_id))
     return writes
+
+
+def _decode_threads(scheduler: str, workers: int | None, n_items: int) -> int:
+    # Videos are converted side by side, one per worker; FFmpeg's decoder
+    # threads share out only the cores no other video is using. On a
+    # cluster each worker already runs one task per core: one thread each.
+    if scheduler.startswith("tcp://"):
+        return 1
+    cores = os.cpu_count() or 1
+    busy = min(workers or cores, max(n_items, 1))
+    return max(1, cores // busy)
 
 
 def _check_worker_paths(store_path: str, probe_paths: Sequence[str]) -> str | None:
@@ -292,7 +304,8 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
         if indices:
             writer = open_store(store_path, mode="r+")
             writes = build_graph(writer, items, indices, params, store.representations,
-                                 memory_budget=memory_budget, tmp_dir=tmp_dir)
+                                 memory_budget=memory_budget, tmp_dir=tmp_dir,
+                                 decode_threads=_decode_threads(scheduler, workers, len(indices)))
             hook = on_outcome or (lambda outcome: None)
             if scheduler.startswith("tcp://"):
                 def remember(url: str) -> None:

@@ -410,8 +410,10 @@ class VideoReader:
     ``frame_size`` ((width, height) of the source frames), ``source``.
     """
 
-    def __init__(self, source: VideoSource, params: AhdiParams, tmp_dir: str | None = None):
+    def __init__(self, source: VideoSource, params: AhdiParams, tmp_dir: str | None = None,
+                 decode_threads: int = 0):
         self.source = source
+        self.decode_threads = int(decode_threads)
         self.params = params
         self.size = params.size
         self.warnings: list[str] = []
@@ -443,6 +445,15 @@ class VideoReader:
             self._open_frames()
         self.crop_box = self._choose_crop()
 
+    def _capture(self) -> cv2.VideoCapture:
+        # FFmpeg's decoder threads are not governed by cv2.setNumThreads: left
+        # at their default they oversubscribe the cores when several videos
+        # are decoded at once, which is how the graph gets its parallelism.
+        if self.decode_threads > 0:
+            return cv2.VideoCapture(self._video_path, cv2.CAP_FFMPEG,
+                                    [cv2.CAP_PROP_N_THREADS, self.decode_threads])
+        return cv2.VideoCapture(self._video_path, cv2.CAP_FFMPEG)
+
     def _open_file(self) -> None:
         src = self.source
         name = src.describe()
@@ -461,7 +472,7 @@ class VideoReader:
             _check_readable(src.path, name)
             path = src.path
         self._video_path = path
-        cap = cv2.VideoCapture(path, cv2.CAP_FFMPEG)
+        cap = self._capture()
         self._cap = cap
         if not cap.isOpened():
             raise VideoError(f"{name}: not a decodable video (OpenCV/FFmpeg cannot open it)")
@@ -538,7 +549,7 @@ class VideoReader:
             return out
         out = [self._first]
         n = self.frame_count_hint or 0
-        cap = cv2.VideoCapture(self._video_path, cv2.CAP_FFMPEG)
+        cap = self._capture()
         try:
             positions = [int(p) for p in
                          np.linspace(0, n - 1, FACE_SAMPLES + 1)[1:-1].round()] if n >= 2 else []
@@ -560,7 +571,7 @@ class VideoReader:
                             out.append(_to_rgb8(frame))
             if len(out) == 1:  # no frame count or no seeking: the next few frames
                 cap.release()
-                cap = cv2.VideoCapture(self._video_path, cv2.CAP_FFMPEG)
+                cap = self._capture()
                 cap.read()
                 for _ in range(FACE_SAMPLES - 1):
                     ok, frame = cap.read()
@@ -626,7 +637,12 @@ class VideoReader:
                 raise VideoError(f"{self.source.describe()}: frame {n + 1} is "
                                  f"{frame.shape[1]}x{frame.shape[0]}, the first was {w}x{h}")
             n += 1
-            yield self._crop_resize(_to_rgb8(frame))
+            if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3:
+                # Swap channels after the crop and resize (they commute exactly):
+                # a 224 x 224 frame instead of the full-resolution one.
+                yield cv2.cvtColor(self._crop_resize(frame), cv2.COLOR_BGR2RGB)
+            else:
+                yield self._crop_resize(_to_rgb8(frame))
         if self.frame_count_hint is not None and n < self.frame_count_hint:
             self.warnings.append(f"{self.source.describe()}: decoded {n} of "
                                  f"{self.frame_count_hint} frames (truncated or damaged video)")
@@ -677,7 +693,8 @@ class VideoReader:
 
 
 def open_video(source: VideoSource, params: AhdiParams | None = None,
-               tmp_dir: str | os.PathLike | None = None) -> VideoReader:
+               tmp_dir: str | os.PathLike | None = None, *,
+               decode_threads: int = 0) -> VideoReader:
     """Open a video for streaming its cropped, resized RGB frames.
 
     Parameters
@@ -690,6 +707,9 @@ def open_video(source: VideoSource, params: AhdiParams | None = None,
         Where a video member of an archive is copied while it is read
         (default: the system temp folder); the copy is removed on close,
         also after an error.
+    decode_threads : int
+        FFmpeg decoder threads per video file; 0 leaves FFmpeg's default
+        (about one per core), right when one video is read at a time.
 
     Returns
     -------
@@ -711,4 +731,5 @@ def open_video(source: VideoSource, params: AhdiParams | None = None,
     if not isinstance(source, VideoSource):
         raise TypeError(f"open_video needs a VideoSource, got {type(source).__name__}")
     params = params if params is not None else AhdiParams()
-    return VideoReader(source, params, None if tmp_dir is None else str(tmp_dir))
+    return VideoReader(source, params, None if tmp_dir is None else str(tmp_dir),
+                       decode_threads=decode_threads)
