@@ -78,6 +78,32 @@ def _pin_threads() -> None:
     import cv2
 
     cv2.setNumThreads(1)
+    _tune_malloc()
+
+
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MALLOC_TUNED = False
+
+
+def _tune_malloc() -> None:
+    # dask.distributed's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536,
+    # which also freezes glibc's mmap threshold at 128 kB: every 224 x 224
+    # frame (150 kB) a task allocates then becomes an mmap/munmap pair with
+    # fresh page faults, measured 1.24x slower per video than the threaded
+    # default. Serve such blocks from the heap again and keep up to 64 MB of
+    # freed heap per process. glibc only; elsewhere nothing changes.
+    global _MALLOC_TUNED
+    if _MALLOC_TUNED:
+        return
+    _MALLOC_TUNED = True
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
+        libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
+    except (OSError, AttributeError):
+        pass
 
 
 def _describe_error(source_name: str, exc: BaseException) -> str:
@@ -249,7 +275,7 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
             representations: Sequence[str] = ("ahdi", "mdv"), *, dataset: str = "",
             source: str = "", scheduler: str | None = None, workers: int | None = None,
             overwrite: bool = False, memory_budget: int = 512 * 2**20,
-            tmp_dir: str | None = None,
+            tmp_dir: str | None = None, decode_threads: int | None = None,
             on_start: Callable[[int, int], None] | None = None,
             on_outcome: Callable[[ItemOutcome], None] | None = None,
             on_dashboard: Callable[[str], None] | None = None) -> ConvertReport:
@@ -278,6 +304,9 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
         Bytes of frames per video held in RAM before spilling to disk.
     tmp_dir : str, optional
         Temporary folder for spills and archive members.
+    decode_threads : int, optional
+        FFmpeg decoder threads per video; default: the cores that the
+        videos converted side by side leave free (1 on a cluster).
     on_start, on_outcome, on_dashboard : callable, optional
         Progress hooks: (to_do, skipped), each finished item, dashboard URL.
 
@@ -305,7 +334,8 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
             writer = open_store(store_path, mode="r+")
             writes = build_graph(writer, items, indices, params, store.representations,
                                  memory_budget=memory_budget, tmp_dir=tmp_dir,
-                                 decode_threads=_decode_threads(scheduler, workers, len(indices)))
+                                 decode_threads=decode_threads or
+                                 _decode_threads(scheduler, workers, len(indices)))
             hook = on_outcome or (lambda outcome: None)
             if scheduler.startswith("tcp://"):
                 def remember(url: str) -> None:
