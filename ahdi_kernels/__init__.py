@@ -10,7 +10,7 @@ from .motion import MotionActivity, flow_picture, grey_for_flow, motion_activity
 from .normalize import to_uint8
 from .params import AhdiParams
 from .pooling import (box_mean, combine_windows, hierarchical_pool, information_weights,
-                      rank_pool_windows)
+                      rank_pool_chunks, rank_pool_windows)
 from .segments import (activity_energy, effective_segments, fixed_windows, level1_windows,
                        overlapping_windows, resolve_eps, segment_bounds)
 
@@ -21,6 +21,6 @@ __all__ = [
     "activity_energy", "arp_coefficients", "box_mean", "check_representations",
     "combine_windows", "compute_ahdi", "effective_segments", "fixed_windows", "flow_picture",
     "grey_for_flow", "hierarchical_pool", "information_weights", "level1_windows",
-    "motion_activity", "overlapping_windows", "rank_pool_windows", "resize_to",
+    "motion_activity", "overlapping_windows", "rank_pool_chunks", "rank_pool_windows", "resize_to",
     "resolve_eps", "segment_bounds", "to_uint8",
 ]

@@ -11,7 +11,7 @@ from .buffer import FrameBuffer
 from .motion import MotionActivity, flow_picture
 from .normalize import to_uint8
 from .params import AhdiParams
-from .pooling import box_mean, hierarchical_pool, rank_pool_windows
+from .pooling import box_mean, hierarchical_pool, rank_pool_chunks
 from .segments import level1_windows, resolve_eps
 
 REPRESENTATIONS = ("ahdi", "mdv", "sdi", "mean", "flow")
@@ -74,8 +74,9 @@ def compute_ahdi(frames: Iterable[np.ndarray], params: AhdiParams | None = None,
 
     The frames are decoded once: motion activity is measured as they
     arrive while they go into a :class:`FrameBuffer` (RAM up to
-    ``memory_budget``, then a temporary memory-mapped file), because
-    segmentation needs the whole motion curve before pooling can start.
+    ``memory_budget``, then a temporary file), because segmentation needs
+    the whole motion curve before pooling can start; pooling then reads the
+    buffer back block by block, so memory stays bounded whatever the length.
 
     Parameters
     ----------
@@ -133,8 +134,9 @@ def compute_ahdi(frames: Iterable[np.ndarray], params: AhdiParams | None = None,
                 f"max_windows={params.max_windows} for a video of {n_frames} frames; "
                 f"raise max_windows or segment_len")
         pool_windows = "ahdi" in reps or "mdv" in reps
-        pooled = rank_pool_windows(buffer.frames(), windows if pool_windows else windows[:0],
-                                   with_sdi="sdi" in reps, with_mean="mean" in reps)
+        pooled = rank_pool_chunks(buffer.chunks(), n_frames, shape,
+                                  windows if pool_windows else windows[:0],
+                                  with_sdi="sdi" in reps, with_mean="mean" in reps)
 
     result = AhdiResult(motion=curve, eps=resolve_eps(curve, params.eps), bounds=bounds,
                         windows=windows, n_frames=n_frames)

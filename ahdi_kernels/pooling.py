@@ -73,9 +73,9 @@ def rank_pool_windows(frames: np.ndarray, windows: np.ndarray, *, with_sdi: bool
     Parameters
     ----------
     frames : np.ndarray
-        (T, H, W, 3) uint8 frames (may be a memory-mapped file). Each frame
-        is read once, scaled to [0, 1] and added into the windows it belongs
-        to; no float copy of the video is made.
+        (T, H, W, 3) uint8 frames. Each frame is read once, scaled to
+        [0, 1] and added into the windows it belongs to; no float copy of
+        the video is made.
     windows : np.ndarray
         (M, 2) ``[start, stop)`` frame ranges, each at least 2 frames long.
     with_sdi : bool
@@ -92,7 +92,29 @@ def rank_pool_windows(frames: np.ndarray, windows: np.ndarray, *, with_sdi: bool
         ``'sdi'`` and ``'mean'``: (H, W, 3) float64 when asked for.
     """
     frames = _check_frames(frames)
-    n_frames = frames.shape[0]
+    return rank_pool_chunks([frames], frames.shape[0], frames.shape[1:], windows,
+                            with_sdi=with_sdi, with_mean=with_mean, block=block)
+
+
+def rank_pool_chunks(chunks, n_frames: int, frame_shape: tuple[int, ...], windows: np.ndarray,
+                     *, with_sdi: bool = False, with_mean: bool = False,
+                     block: int = 4096) -> dict[str, np.ndarray]:
+    """:func:`rank_pool_windows` over frames that arrive in consecutive chunks.
+
+    Parameters
+    ----------
+    chunks : iterable of np.ndarray
+        (k, H, W, 3) uint8 arrays holding frames 0..T-1 in time order (e.g.
+        :meth:`FrameBuffer.chunks`); each is used before the next is asked
+        for, so only one chunk need be in memory. Per pixel the frames are
+        still summed in time order: the result is bit-identical to one array.
+    n_frames : int
+        Total number of frames T.
+    frame_shape : tuple of int
+        (H, W, 3).
+    windows, with_sdi, with_mean, block
+        As in :func:`rank_pool_windows`.
+    """
     if n_frames < 2:
         raise ValueError(f"rank pooling needs at least 2 frames, got {n_frames}")
     windows = np.asarray(windows, dtype=np.int64).reshape(-1, 2)
@@ -107,10 +129,21 @@ def rank_pool_windows(frames: np.ndarray, windows: np.ndarray, *, with_sdi: bool
     if with_mean:
         rows.append((0, n_frames, np.full(n_frames, 1.0 / (255.0 * n_frames))))
     member_row, member_coef = _membership(n_frames, rows)
-    image_shape = frames.shape[1:]
-    out = np.zeros((len(rows), int(np.prod(image_shape))), np.float64)
-    _accumulate_rows(frames.reshape(n_frames, -1), member_row, member_coef, out, int(block))
-    out = out.reshape((len(rows),) + image_shape)
+    frame_shape = tuple(frame_shape)
+    out = np.zeros((len(rows), int(np.prod(frame_shape))), np.float64)
+    t0 = 0
+    for chunk in chunks:
+        chunk = _check_frames(chunk)
+        t1 = t0 + chunk.shape[0]
+        if chunk.shape[1:] != frame_shape or t1 > n_frames:
+            raise ValueError(f"chunk of frames {t0}..{t1} with shape {chunk.shape[1:]} does "
+                             f"not fit {n_frames} frames of {frame_shape}")
+        _accumulate_rows(chunk.reshape(chunk.shape[0], -1), member_row[t0:t1],
+                         member_coef[t0:t1], out, int(block))
+        t0 = t1
+    if t0 != n_frames:
+        raise ValueError(f"chunks held {t0} frames, expected {n_frames}")
+    out = out.reshape((len(rows),) + frame_shape)
     result = {"windows": out[: len(windows)]}
     if with_sdi:
         result["sdi"] = out[len(windows)]

@@ -320,8 +320,8 @@ def bounded_buffers(monkeypatch):
 
     def append(self, frame):
         original(self, frame)
-        assert self._memory.nbytes <= self.memory_budget
-        peaks.append(self._memory.nbytes)
+        assert self.memory_bytes <= self.memory_budget
+        peaks.append(self.memory_bytes)
 
     monkeypatch.setattr(_FrameBuffer, "append", append)
     return peaks
@@ -361,7 +361,7 @@ def test_frame_buffer_memory_stays_within_budget(tmp_path, budget_frames):
     with FrameBuffer(shape, budget, str(tmp_path)) as buffer:
         for frame in frames:
             buffer.append(frame)
-            assert buffer._memory.nbytes <= budget
+            assert buffer.memory_bytes <= budget
         assert buffer.n_frames == 50
         assert buffer.spilled == (budget_frames < 50)
         assert os.listdir(tmp_path) == ([os.path.basename(buffer.spill_path)]
@@ -376,3 +376,33 @@ def test_frame_buffer_refuses_a_wrong_frame():
             buffer.append(np.zeros((4, 4, 3)))
         with pytest.raises(ValueError, match=r"frame 1 is uint8 \(4, 5, 3\)"):
             buffer.append(np.zeros((4, 5, 3), np.uint8))
+
+
+@given(st.integers(2, 30), st.data())
+@settings(max_examples=40, deadline=None)
+def test_pooling_in_chunks_is_bit_identical(n_frames, data):
+    from ahdi_kernels import rank_pool_chunks
+
+    frames = np.random.default_rng(n_frames).integers(0, 256, (n_frames, 5, 7, 3), np.uint8)
+    windows = np.array([[0, n_frames], [n_frames // 2 - 1 if n_frames > 3 else 0, n_frames]])
+    cuts = sorted(data.draw(st.sets(st.integers(1, n_frames - 1), max_size=5)))
+    chunks = np.split(frames, cuts)
+    whole = rank_pool_windows(frames, windows, with_sdi=True, with_mean=True)
+    parts = rank_pool_chunks(iter(chunks), n_frames, frames.shape[1:], windows,
+                             with_sdi=True, with_mean=True)
+    for key in whole:
+        assert whole[key].tobytes() == parts[key].tobytes()
+
+
+@pytest.mark.parametrize("budget_frames", [0, 3, 1000])
+def test_frame_buffer_reads_back_block_by_block(tmp_path, budget_frames):
+    shape = (8, 8, 3)
+    frames = make_video(5, 50, 8)
+    frame_bytes = int(np.prod(shape))
+    with FrameBuffer(shape, budget_frames * frame_bytes, str(tmp_path),
+                     block_bytes=4 * frame_bytes) as buffer:
+        for frame in frames:
+            buffer.append(frame)
+        chunks = [chunk.copy() for chunk in buffer.chunks()]
+    assert all(len(chunk) <= 4 for chunk in chunks)
+    np.testing.assert_array_equal(np.concatenate(chunks), frames)
