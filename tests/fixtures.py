@@ -268,3 +268,32 @@ def make_archive(src_dir: str | os.PathLike, dest: str | os.PathLike, *, wrap: b
             for p in files:
                 tf.add(p, top + p.relative_to(src_dir).as_posix())
     return dest
+
+
+def store_chunk_files(store_path: str | os.PathLike) -> dict[str, bytes]:
+    """A store's chunk files themselves (zarr.json metadata, with its timestamps, excluded)."""
+    root = Path(store_path)
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != "zarr.json" and not p.name.startswith(".")}
+
+
+def store_array_bytes(store_path: str | os.PathLike) -> dict[str, bytes]:
+    """Every array's decoded values as bytes; motion only up to each item's n_frames
+    (its NaN padding is 2**22 values per item; the chunk files are compared anyway)."""
+    import zarr
+
+    from pipeline.store import open_store
+
+    store = open_store(store_path)
+    group = zarr.open_group(str(store_path), mode="r")
+    out = {}
+    for name, array in group.arrays():
+        if name == "motion":
+            values = np.concatenate([store.motion(i) for i in range(store.n_items)])
+        else:
+            values = array[...]
+        if values.dtype.kind in "OUT":  # strings: zarr 3 returns numpy's StringDType
+            out[name] = "\x00".join(str(v) for v in values.ravel()).encode()
+        else:
+            out[name] = values.tobytes()
+    return out

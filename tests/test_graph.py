@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
-import numpy as np
 import pytest
 import zarr
 
@@ -15,29 +13,10 @@ from pipeline.graph import convert
 from pipeline.store import open_store
 
 from tests import fixtures as fx
+from tests.fixtures import store_array_bytes, store_chunk_files
 
 PARAMS = AhdiParams(size=16, patch=3, crop="center", n_segments=3, min_len=2)
 REPS = ("ahdi", "mdv", "sdi", "mean", "flow")
-
-
-def array_bytes(store_path) -> dict[str, bytes]:
-    """Every array's values as bytes (attributes, with their timestamps, left out)."""
-    group = zarr.open_group(str(store_path), mode="r")
-    out = {}
-    for name, array in group.arrays():
-        values = array[...]
-        if values.dtype.kind in "OUT":  # strings: zarr 3 returns numpy's StringDType
-            out[name] = "\x00".join(str(v) for v in values.ravel()).encode()
-        else:
-            out[name] = values.tobytes()
-    return out
-
-
-def chunk_files(store_path) -> dict[str, bytes]:
-    """The stored chunk files themselves (zarr.json metadata excluded)."""
-    root = Path(store_path)
-    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
-            if p.is_file() and p.name != "zarr.json" and not p.name.startswith(".")}
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +45,7 @@ def test_every_item_done_with_images(threaded_store, items):
 def test_local_schedulers_byte_identical(threaded_store, items, tmp_path, scheduler, workers):
     path = tmp_path / "s.zarr"
     convert(items, path, PARAMS, REPS, scheduler=scheduler, workers=workers)
-    assert chunk_files(path) == chunk_files(threaded_store)
+    assert store_chunk_files(path) == store_chunk_files(threaded_store)
 
 
 def test_distributed_cluster_byte_identical(threaded_store, items, tmp_path):
@@ -76,8 +55,8 @@ def test_distributed_cluster_byte_identical(threaded_store, items, tmp_path):
         path = tmp_path / "s.zarr"
         report = convert(items, path, PARAMS, REPS, scheduler=cluster.scheduler_address)
     assert report.done == len(items)
-    assert chunk_files(path) == chunk_files(threaded_store)
-    assert array_bytes(path) == array_bytes(threaded_store)
+    assert store_chunk_files(path) == store_chunk_files(threaded_store)
+    assert store_array_bytes(path) == store_array_bytes(threaded_store)
 
 
 def test_bad_items_fail_alone(tmp_path):
@@ -114,7 +93,7 @@ def test_resume_redoes_only_missing_items(threaded_store, items, tmp_path):
     report = convert(items, path, PARAMS, REPS, on_outcome=seen.append)
     assert report.skipped == len(items) - 1
     assert [o.index for o in seen] == [1]
-    assert chunk_files(path) == chunk_files(threaded_store)
+    assert store_chunk_files(path) == store_chunk_files(threaded_store)
     assert store.counts()["done"] == len(items)
 
 
@@ -137,5 +116,5 @@ def test_spill_to_disk_gives_same_store(threaded_store, items, tmp_path):
     spill.mkdir()
     path = tmp_path / "s.zarr"
     convert(items, path, PARAMS, REPS, memory_budget=2000, tmp_dir=str(spill))
-    assert chunk_files(path) == chunk_files(threaded_store)
+    assert store_chunk_files(path) == store_chunk_files(threaded_store)
     assert os.listdir(spill) == []

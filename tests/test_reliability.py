@@ -34,7 +34,7 @@ from pipeline.graph import ClusterError, convert
 from pipeline.store import LOCK_NAME, open_store
 
 from tests import fixtures as fx
-from tests.test_graph import chunk_files
+from tests.fixtures import store_array_bytes, store_chunk_files
 
 REPO = Path(__file__).resolve().parent.parent
 PARAMS = AhdiParams(size=16, patch=3, crop="center", n_segments=3, min_len=2)
@@ -135,29 +135,11 @@ def reference(many_items, tmp_path_factory) -> Path:
     return path
 
 
-def arrays(store_path: Path) -> dict[str, bytes]:
-    """Every array's values as bytes; motion only up to each item's n_frames (its
-    NaN padding is 2**22 values per item, and its chunk files are compared anyway)."""
-    store = open_store(store_path)
-    group = zarr.open_group(str(store_path), mode="r")
-    out = {}
-    for name, array in group.arrays():
-        if name == "motion":
-            values = np.concatenate([store.motion(i) for i in range(store.n_items)])
-        else:
-            values = array[...]
-        if values.dtype.kind in "OUT":  # strings: zarr 3 returns numpy's StringDType
-            out[name] = "\x00".join(str(v) for v in values.ravel()).encode()
-        else:
-            out[name] = values.tobytes()
-    return out
-
-
 def assert_same_store(path: Path, reference: Path) -> None:
     """Every item done, the chunk files and the decoded arrays equal the reference's."""
     assert open_store(path).counts() == {"done": N_MANY, "failed": 0, "pending": 0}
-    assert chunk_files(path) == chunk_files(reference)
-    assert arrays(path) == arrays(reference)
+    assert store_chunk_files(path) == store_chunk_files(reference)
+    assert store_array_bytes(path) == store_array_bytes(reference)
 
 
 # ----------------------------------------------------------------------------
