@@ -4,7 +4,7 @@ Each video is two tasks: ``compute`` (decode -> crop/resize -> Farneback
 motion activity -> segmentation -> Numba pooling) and ``write`` (its own
 chunks of the store, status last). Decoding, motion and pooling share one
 task on purpose: segmentation needs the whole motion curve before pooling
-starts, so the frames are buffered (RAM, then a local memory-mapped file)
+starts, so the frames are buffered (RAM, then a local temporary file)
 between them, and such a buffer must never travel between workers. What
 travels to ``write`` is the small result (a few images).
 
