@@ -307,6 +307,35 @@ def _mismatch(path: str, attrs: dict[str, Any], params: AhdiParams,
     return None
 
 
+def _refresh_item_metadata(store: "Store", items: Sequence[Any]) -> str | None:
+    """On resume, bring subjects, label values and sources up to date.
+
+    They are not computed, so an edited labels CSV or a moved dataset root
+    must not leave the old values in a store that is otherwise the same.
+    Label columns that appear, vanish or change kind cannot be rewritten in
+    place: that returns the reason to refuse.
+    """
+    names, kinds, columns = _labels_of(items)
+    if names != store.label_names or kinds != store.label_kinds:
+        have = ", ".join(f"{n} ({store.label_kinds.get(n)})" for n in store.label_names)
+        want = ", ".join(f"{n} ({kinds[n]})" for n in names)
+        return (f"store {store.path} holds labels {have or '(none)'}, you asked "
+                f"{want or '(none)'}; {_OVERWRITE_HINT}")
+    fresh = {"subject": np.array([str(it.subject) for it in items], dtype=object),
+             "source": np.array([it.source.describe() for it in items], dtype=object)}
+    fresh.update({f"label_{n}": columns[n] for n in names})
+    for name, values in fresh.items():
+        array = store._array(name)
+        current = np.asarray(array[...])
+        if values.dtype == object:
+            same = [str(v) for v in current] == [str(v) for v in values]
+        else:
+            same = np.array_equal(current, values, equal_nan=True)
+        if not same:
+            array[...] = values
+    return None
+
+
 def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiParams,
                  representations: Sequence[str], *, dataset: str, source: str,
                  overwrite: bool = False) -> "Store":
@@ -333,7 +362,9 @@ def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPara
     -------
     Store
         Opened with ``mode='r+'``. Every array and attribute exists and every
-        item is 'pending' (on resume, existing statuses are kept).
+        item is 'pending' (on resume, existing statuses are kept, and the
+        items' subjects, label values and sources are updated: they are not
+        computed, and an edited labels CSV must take effect).
 
     Raises
     ------
@@ -362,6 +393,8 @@ def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPara
             existing = open_store(path, mode="r+")
             why = _mismatch(path, existing.attrs, params, reps, video_ids,
                             [str(v) for v in existing.video_ids()])
+            if why is None:
+                why = _refresh_item_metadata(existing, items)
             if why is None:
                 return existing
             if not overwrite:

@@ -427,3 +427,24 @@ def test_lock_heartbeat_refreshes(tmp_path):
         os.utime(lock_path, (old, old))
         time.sleep(0.3)
         assert time.time() - lock_path.stat().st_mtime < 5
+
+
+def test_resume_takes_edited_labels_and_subjects(tmp_path):
+    from types import SimpleNamespace
+
+    def items(pain, subjects):
+        return [SimpleNamespace(video_id=f"v{i}", subject=sub, labels={"pain": p, "group": "a"},
+                                source=SimpleNamespace(describe=lambda i=i: f"/data/v{i}.mp4"))
+                for i, (p, sub) in enumerate(zip(pain, subjects))]
+
+    params = AhdiParams(size=16, patch=3)
+    create_store(tmp_path / "s.zarr", items([0, 1, 2], ["s0", "s0", "s1"]), params, ["ahdi"],
+                 dataset="d", source="x")
+    store = create_store(tmp_path / "s.zarr", items([10, 11, None], ["p0", "p1", "p1"]), params,
+                         ["ahdi"], dataset="d", source="x")
+    assert list(store.subjects()) == ["p0", "p1", "p1"]
+    np.testing.assert_array_equal(store.labels()["pain"], [10.0, 11.0, np.nan])
+    with pytest.raises(StoreError, match=r"holds labels pain \(number\), group \(text\), you "
+                                         r"asked pain \(text\), group \(text\); use --overwrite"):
+        create_store(tmp_path / "s.zarr", items(["low", "high", "low"], ["p0", "p1", "p1"]),
+                     params, ["ahdi"], dataset="d", source="x")
