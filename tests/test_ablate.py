@@ -104,6 +104,33 @@ def test_grid_errors(tmp_path):
         load_grid(grid)
 
 
+def test_baselines_share_runs_only_when_their_images_are_equal(tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("representation: [sdi, mean, ahdi]\npatch: [3, 5]\n"
+                    "normalize: [minmax, percentile]\n")
+    keys = {}
+    for cell in expand_cells(load_grid(grid)):
+        keys.setdefault(cell.train_key(), []).append(dict(cell.values))
+    # sdi depends on normalize but not on patch; mean on neither; ahdi on both.
+    assert sorted(len(v) for v in keys.values()) == [1, 1, 1, 1, 2, 2, 4]
+
+
+def test_training_settings_checked_before_converting(clip_tree, tmp_path):
+    grid = tmp_path / "g.yaml"
+    grid.write_text("patch: [3]\ntrain: {epoch: 3}\n")
+    result = ablate(clip_tree, grid, tmp_path / "out")
+    assert result.exit_code == 1 and "train: " in result.output and "epoch" in result.output
+    grid.write_text("patch: [3]\n")
+    root, labels = clip_tree
+    result = CliRunner().invoke(main, ["ablate", str(root), "--labels", str(labels), "--task",
+                                       "binary", "--label", "backward", "--grid", str(grid),
+                                       "--out", str(tmp_path / "out")])
+    assert result.exit_code == 1
+    assert "no label 'backward'; the labels are forward" in result.output
+    assert not (tmp_path / "out" / "stores").exists() or \
+        not any((tmp_path / "out" / "stores").iterdir())
+
+
 def test_cells_expand_segmentation_and_models(tmp_path):
     grid = tmp_path / "g.yaml"
     grid.write_text("segmentation: [fixed:5, adaptive]\nmodel: [single, mdv:attention]\n")

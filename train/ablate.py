@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import yaml
 
 from ahdi_kernels import AhdiParams
@@ -38,9 +39,13 @@ from ahdi_kernels import AhdiParams
 REPRESENTATIONS_ALL = ("ahdi", "mdv", "sdi", "mean", "flow")
 TRAIN_AXES = ("representation", "model")
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(AhdiParams))
-# What the baselines depend on: cells that differ only in AHDI-specific
+# What each baseline image depends on: cells that differ only in other
 # parameters (patch, segmentation, ...) share one trained baseline result.
-BASELINE_FIELDS = ("size", "crop", "flow_side", "farneback")
+BASELINE_FIELDS = {
+    "sdi": ("size", "crop", "normalize"),
+    "mean": ("size", "crop"),
+    "flow": ("size", "crop", "flow_side", "farneback"),
+}
 LOWER_IS_BETTER = {"mae", "mse"}
 
 
@@ -63,8 +68,8 @@ class Cell:
 
     def train_key(self) -> str:
         """Cells with equal keys train the same model on the same images."""
-        if self.representation in ("sdi", "mean", "flow"):
-            relevant = {k: self.params.to_dict()[k] for k in BASELINE_FIELDS}
+        if self.representation in BASELINE_FIELDS:
+            relevant = {k: self.params.to_dict()[k] for k in BASELINE_FIELDS[self.representation]}
         else:
             relevant = self.params.to_dict()
         blob = json.dumps([relevant, self.representation, self.model], sort_keys=True)
@@ -148,6 +153,23 @@ def expand_cells(grid: dict[str, Any]) -> list[Cell]:
             raise GridError(f"{grid['path']}: cell {dict(values)}: {exc}") from exc
         cells.append(Cell(values, cell_params, representation, model))
     return cells
+
+
+def store_fingerprint(store_path: Path, label: str) -> str:
+    """What a trained cell saw of its store: the done items, their subjects and labels.
+
+    A rerun may convert items that failed before, or take an edited labels
+    CSV; a cell trained on the old content must not be reused then.
+    """
+    from pipeline.store import open_store
+
+    store = open_store(store_path)
+    done = store.statuses() == "done"
+    labels = store.labels()
+    column = labels[label][done] if label in labels else np.array([])
+    blob = json.dumps([[str(v) for v in store.video_ids()[done]],
+                       [str(v) for v in store.subjects()[done]], [str(v) for v in column]])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def _finished_metrics(run_dir: Path, expected: dict) -> dict | None:
@@ -234,15 +256,38 @@ def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str
     from pipeline.datasets import resolve_source
     from pipeline.graph import convert
     from train.engine import TrainConfig, run_training
+    from train.splits import parse_protocol
 
     grid = load_grid(grid_path)
     cells = expand_cells(grid)
-    out_dir = Path(out)
-    (out_dir / "stores").mkdir(parents=True, exist_ok=True)
-    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
+    shared = {**grid["train"], **(train_overrides or {})}
+    # Everything that can be wrong with the training settings is found now,
+    # not after hours of conversion.
+    fixed = {"store", "out", "task", "label", "positive", "protocol", "representation", "model"}
+    clash = sorted(set(shared) & fixed)
+    if clash:
+        raise GridError(f"{grid['path']}: train: {', '.join(clash)} is set by the command "
+                        f"line or the axes, not in train:")
+    try:
+        for cell in cells:
+            TrainConfig(store="", label=label, task=task, positive=positive, protocol=protocol,
+                        representation=cell.representation, model=cell.model,
+                        **shared).validate()
+        parse_protocol(protocol)
+    except TypeError as exc:
+        raise GridError(f"{grid['path']}: train: {exc}") from exc
+    except ValueError as exc:
+        raise GridError(f"{grid['path']}: {exc}") from exc
     name, items = resolve_source(source, labels_csv=labels_csv, root=root)
     if not items:
         raise GridError(f"{source}: no videos found")
+    known = sorted({k for item in items for k in item.labels})
+    if label not in known:
+        raise GridError(f"{source}: no label {label!r}; the labels are "
+                        f"{', '.join(known) or '(none: give --labels CSV)'}")
+    out_dir = Path(out)
+    (out_dir / "stores").mkdir(parents=True, exist_ok=True)
+    (out_dir / "cells").mkdir(parents=True, exist_ok=True)
 
     summary: dict[str, Any] = {"cells": len(cells), "converted": [], "reused_stores": [],
                                "trained": [], "reused_cells": []}
@@ -256,7 +301,7 @@ def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str
             log(f"converted {path.name}: {report.done} done, {len(report.failed)} failed")
         stores[params.param_hash()] = path
 
-    shared = {**grid["train"], **(train_overrides or {})}
+    fingerprints = {h: store_fingerprint(path, label) for h, path in stores.items()}
     results: dict[Cell, dict] = {}
     by_key: dict[str, dict] = {}
     for i, cell in enumerate(cells):
@@ -267,6 +312,7 @@ def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str
                   "representation": cell.representation, "model": cell.model,
                   "out": str(run_dir)}
         expected = {k: v for k, v in config.items() if k not in ("store", "out")}
+        expected["store_content"] = fingerprints[cell.params.param_hash()]
         if key in by_key:
             results[cell] = by_key[key]
             continue

@@ -174,6 +174,7 @@ def ablate_command(source, grid, task, label, positive, protocol, labels, root, 
     --label vas --grid docs/grids/table3_patch.yaml --out ablations/patch
     """
     from pipeline.datasets import DatasetError
+    from pipeline.graph import ClusterError
     from pipeline.store import StoreError
     from train.ablate import GridError, run_ablation
 
@@ -182,7 +183,7 @@ def ablate_command(source, grid, task, label, positive, protocol, labels, root, 
                                positive=positive, labels_csv=labels, root=root,
                                scheduler=scheduler, workers=workers,
                                log=lambda line: click.echo(line, err=True))
-    except (GridError, DatasetError, StoreError, ValueError) as exc:
+    except (GridError, DatasetError, StoreError, ClusterError, ValueError) as exc:
         raise _fail(exc)
     click.echo(f"{summary['cells']} cells: {len(summary['converted'])} conversions, "
                f"{len(summary['trained'])} trainings ({len(summary['reused_stores'])} stores "
