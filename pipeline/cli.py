@@ -68,7 +68,11 @@ def build_params(config: str | None, given: dict) -> AhdiParams:
             raise click.ClickException(f"{config}{where}: not valid YAML ({exc})")
         if not isinstance(loaded, dict):
             raise click.ClickException(f"{config}: expected a mapping of parameter: value")
-        values.update(loaded.get("params", loaded))
+        section = loaded.get("params", loaded)
+        if not isinstance(section, dict):
+            raise click.ClickException(f"{config}: 'params' must be a mapping of "
+                                       f"parameter: value, got {type(section).__name__}")
+        values.update(section)
     values.update({k: v for k, v in given.items() if v is not None})
     try:
         return AhdiParams.from_dict(values)
@@ -176,7 +180,7 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
                          overwrite=overwrite, memory_budget=int(memory_budget_mb * 2**20),
                          tmp_dir=tmp_dir, on_start=progress.start,
                          on_outcome=progress.outcome, on_dashboard=progress.dashboard)
-    except ClusterError as exc:
+    except (ClusterError, ValueError) as exc:
         raise click.ClickException(str(exc))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished items are kept in {output}; run the same "

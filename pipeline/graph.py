@@ -136,16 +136,27 @@ def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
 def write_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome:
     """Write one item's result (or its failure) into the store, status last."""
     if isinstance(computed, _Failure):
-        store.write_failure(index, computed.message)
-        return ItemOutcome(index, video_id, "failed", computed.message, (), computed.seconds)
+        message = _record_failure(store, index, video_id, computed.message)
+        return ItemOutcome(index, video_id, "failed", message, (), computed.seconds)
     result, fps, warnings, seconds = computed
     try:
         store.write_item(index, result, fps=fps, warnings=warnings)
     except Exception as exc:
         message = f"{video_id}: writing to the store failed: {type(exc).__name__}: {exc}"
-        store.write_failure(index, message)
+        message = _record_failure(store, index, video_id, message)
         return ItemOutcome(index, video_id, "failed", message, warnings, seconds)
     return ItemOutcome(index, video_id, "done", "", warnings, seconds)
+
+
+def _record_failure(store: Store, index: int, video_id: str, message: str) -> str:
+    # Even recording a failure can fail (disk full, store removed): the item
+    # then stays pending for the next run, and the run itself goes on.
+    try:
+        store.write_failure(index, message)
+    except Exception as exc:
+        message += (f" (and recording this in the store failed: {type(exc).__name__}: {exc};"
+                    f" the item stays pending)")
+    return message
 
 
 def build_graph(store: Store, items: Sequence[Any], indices: Sequence[int],

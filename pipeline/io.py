@@ -31,6 +31,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ahdi_kernels.motion import resize_to
 from ahdi_kernels.params import AhdiParams
 
 __all__ = [
@@ -610,8 +611,7 @@ class VideoReader:
         s = self.size
         if (w, h) == (s, s):
             return np.ascontiguousarray(img)
-        interp = cv2.INTER_AREA if w * h >= s * s else cv2.INTER_LINEAR
-        return cv2.resize(img, (s, s), interpolation=interp)
+        return resize_to(img, s, s)  # the spec's one resize rule, shared with the kernels
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._closed:

@@ -161,3 +161,32 @@ def test_demo(tmp_path):
     assert (tmp_path / "demo" / "montage.png").stat().st_size > 1000
     assert "data:image/png;base64," in (tmp_path / "demo" / "report.html").read_text()
     assert f"montage: {tmp_path / 'demo' / 'montage.png'}" in result.output
+
+
+def test_bad_scheduler_and_config_section(folder_tree, tmp_path):
+    result = run("convert", folder_tree["root"], "-o", tmp_path / "s.zarr", *SMALL,
+                 "--scheduler", "bogus")
+    assert result.exit_code == 1
+    assert ("Error: scheduler must be one of threads, processes, sync or tcp://HOST:PORT, "
+            "got 'bogus'") in result.output
+    config = tmp_path / "p.yaml"
+    config.write_text("params: null\n")
+    result = run("convert", folder_tree["root"], "-o", tmp_path / "s.zarr", "--config", config)
+    assert result.exit_code == 1
+    assert f"Error: {config}: 'params' must be a mapping of parameter: value, got NoneType" \
+        in result.output
+
+
+def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(converted, tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    result = run("evaluate", tmp_path / "junk.pt", converted, "--out", tmp_path / "ev")
+    assert result.exit_code == 1
+    assert f"Error: {tmp_path / 'junk.pt'} is not an ahdi checkpoint: torch cannot read it" \
+        in result.output
+    torch.save({"w": 1}, tmp_path / "weights.pt")
+    result = run("evaluate", tmp_path / "weights.pt", converted, "--out", tmp_path / "ev")
+    assert result.exit_code == 1
+    assert "is not an ahdi checkpoint: it has no config, model" in result.output

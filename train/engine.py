@@ -427,6 +427,24 @@ def _checkpoint_files(checkpoint) -> list[Path]:
     return [p]
 
 
+CHECKPOINT_KEYS = ("config", "model")
+
+
+def load_checkpoint(path) -> dict:
+    """Read an ahdi checkpoint, or say clearly why the file is not one."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as exc:  # unpickling errors have many types
+        raise ValueError(f"{path} is not an ahdi checkpoint: torch cannot read it "
+                         f"({type(exc).__name__}: {exc})") from exc
+    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise ValueError(f"{path} is not an ahdi checkpoint: it has no "
+                         f"{', '.join(missing)} (a checkpoint is what `ahdi train` writes "
+                         f"under RUN_DIR/checkpoints)")
+    return ckpt
+
+
 def evaluate_checkpoint(checkpoint, store_path, out, *, batch_size: int = 64,
                         device: str = "auto", progress: bool = True, store=None) -> dict:
     """Apply a trained model to the done items of another store.
@@ -438,7 +456,7 @@ def evaluate_checkpoint(checkpoint, store_path, out, *, batch_size: int = 64,
     """
     files = _checkpoint_files(checkpoint)
     dev = resolve_device(device)
-    ckpts = [torch.load(f, map_location="cpu", weights_only=False) for f in files]
+    ckpts = [load_checkpoint(f) for f in files]
     cfg = TrainConfig(**ckpts[0]["config"])
     if store is None:
         from pipeline.store import open_store
