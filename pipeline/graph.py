@@ -124,9 +124,13 @@ def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
     _pin_threads()
     started = time.perf_counter()
     try:
-        with open_video(item.source, params, tmp_dir, decode_threads=decode_threads) as reader:
+        # Half the budget may hold a short clip's decoded frames so the face
+        # search does not decode it twice; the frame buffer gets the rest.
+        with open_video(item.source, params, tmp_dir, decode_threads=decode_threads,
+                        replay_budget=memory_budget // 2) as reader:
             result = compute_ahdi(reader, params, representations,
-                                  memory_budget=memory_budget, tmp_dir=tmp_dir)
+                                  memory_budget=memory_budget - reader.replay_bytes,
+                                  tmp_dir=tmp_dir)
             return result, float(reader.fps), tuple(reader.warnings), time.perf_counter() - started
     except Exception as exc:  # recorded per item; the graph goes on
         return _Failure(_describe_error(item.source.describe(), exc),

@@ -14,6 +14,7 @@ message naming the file (``path`` or ``archive.zip!member``) and the problem.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import gzip
 import importlib.util
@@ -412,9 +413,14 @@ class VideoReader:
     """
 
     def __init__(self, source: VideoSource, params: AhdiParams, tmp_dir: str | None = None,
-                 decode_threads: int = 0):
+                 decode_threads: int = 0, replay_budget: int = 0):
         self.source = source
         self.decode_threads = int(decode_threads)
+        self.replay_budget = int(replay_budget)
+        # Frames decoded while looking for the face, kept to be replayed
+        # instead of decoded a second time (see _sample_by_replay).
+        self._replay: collections.deque | None = None
+        self.replay_bytes = 0
         self.params = params
         self.size = params.size
         self.warnings: list[str] = []
@@ -561,6 +567,8 @@ class VideoReader:
                     ok, frame = cap.read()
                     if ok and frame is not None and frame.shape[:2] == self._first.shape[:2]:
                         out.append(_to_rgb8(frame))
+            elif positions and self._replay_fits(n):
+                out += self._sample_by_replay(positions)
             elif positions:  # decode forward, converting only the sampled frames
                 wanted = set(positions)
                 for i in range(max(positions) + 1):
@@ -582,6 +590,46 @@ class VideoReader:
         finally:
             cap.release()
         return out
+
+    def _replay_fits(self, n_frames: int) -> bool:
+        w, h = self.frame_size
+        return 0 < n_frames * w * h * 3 <= self.replay_budget
+
+    def _sample_by_replay(self, positions: list[int]) -> list[np.ndarray]:
+        """Decode the clip once with the main capture, keeping its frames to replay.
+
+        A short clip's sampled frames sit all over it, so finding them costs a
+        decode of most of the clip; when the whole clip fits in
+        ``replay_budget`` bytes its frames are kept, and iteration replays
+        them instead of decoding them again. Storing stops at the budget (a
+        frame count that lied); iteration then goes on with the capture.
+        """
+        wanted = set(positions)
+        samples = []
+        self._replay = collections.deque()
+        i = 1  # the main capture has already given frame 0
+        while self.replay_bytes < self.replay_budget:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                break
+            self._replay.append(frame)
+            self.replay_bytes += frame.nbytes
+            if i in wanted and frame.shape[:2] == self._first.shape[:2]:
+                samples.append(_to_rgb8(frame))
+            i += 1
+        return samples
+
+    def _raw_frames(self) -> Iterator[np.ndarray]:
+        """Decoded frames after the first: replayed ones, then the capture's."""
+        while self._replay:
+            frame = self._replay.popleft()  # released as soon as it is used
+            self.replay_bytes -= frame.nbytes
+            yield frame
+        while True:
+            ok, frame = self._cap.read()
+            if not ok or frame is None:
+                return
+            yield frame
 
     def _landmark_box(self) -> tuple[int, int, int, int]:
         src = self.source
@@ -628,11 +676,7 @@ class VideoReader:
         yield self._crop_resize(first)
         n = 1
         w, h = self.frame_size
-        cap = self._cap
-        while True:
-            ok, frame = cap.read()
-            if not ok or frame is None:
-                break
+        for frame in self._raw_frames():
             if frame.shape[1] != w or frame.shape[0] != h:
                 raise VideoError(f"{self.source.describe()}: frame {n + 1} is "
                                  f"{frame.shape[1]}x{frame.shape[0]}, the first was {w}x{h}")
@@ -664,6 +708,7 @@ class VideoReader:
     # -- closing ------------------------------------------------------------
     def close(self) -> None:
         """Release the decoder, the archive and any temporary copy (idempotent)."""
+        self._replay = None
         self._closed = True
         self._first = None
         if self._cap is not None:
@@ -694,7 +739,7 @@ class VideoReader:
 
 def open_video(source: VideoSource, params: AhdiParams | None = None,
                tmp_dir: str | os.PathLike | None = None, *,
-               decode_threads: int = 0) -> VideoReader:
+               decode_threads: int = 0, replay_budget: int = 0) -> VideoReader:
     """Open a video for streaming its cropped, resized RGB frames.
 
     Parameters
@@ -710,6 +755,10 @@ def open_video(source: VideoSource, params: AhdiParams | None = None,
     decode_threads : int
         FFmpeg decoder threads per video file; 0 leaves FFmpeg's default
         (about one per core), right when one video is read at a time.
+    replay_budget : int
+        Bytes of decoded frames the face search may keep so that a short
+        clip is not decoded twice (``reader.replay_bytes`` says how many it
+        holds; they are released as iteration replays them). 0: never.
 
     Returns
     -------
@@ -732,4 +781,4 @@ def open_video(source: VideoSource, params: AhdiParams | None = None,
         raise TypeError(f"open_video needs a VideoSource, got {type(source).__name__}")
     params = params if params is not None else AhdiParams()
     return VideoReader(source, params, None if tmp_dir is None else str(tmp_dir),
-                       decode_threads=decode_threads)
+                       decode_threads=decode_threads, replay_budget=replay_budget)

