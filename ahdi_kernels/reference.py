@@ -786,7 +786,7 @@ def ahdi(frames, params) -> dict:
     frames : array_like
         (T, S, S, 3) uint8 frames (or a list of (S, S, 3)), S == params.size,
         T >= 2.
-    params : ahdi_kernels.params.AhdiParams
+    params : ahdi.kernels.params.AhdiParams
         The parameter set.
 
     Returns

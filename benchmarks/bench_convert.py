@@ -34,10 +34,10 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from ahdi_kernels import AhdiParams, reference  # noqa: E402
-from pipeline.datasets import resolve_source  # noqa: E402
-from pipeline.graph import convert  # noqa: E402
-from pipeline.io import open_video, sample_videos_dir  # noqa: E402
+from ahdi.kernels import AhdiParams, reference  # noqa: E402
+from ahdi.pipeline.datasets import resolve_source  # noqa: E402
+from ahdi.pipeline.graph import convert  # noqa: E402
+from ahdi.pipeline.io import open_video, sample_videos_dir  # noqa: E402
 
 REPS = ("ahdi", "mdv")
 
@@ -124,9 +124,9 @@ def make_long_video(path: str, minutes: float, fps: int = 30) -> int:
 PEAK_CHILD = """
 import resource, sys
 sys.path.insert(0, {root!r})
-from ahdi_kernels import AhdiParams
-from pipeline.datasets import resolve_source
-from pipeline.graph import convert
+from ahdi.kernels import AhdiParams
+from ahdi.pipeline.datasets import resolve_source
+from ahdi.pipeline.graph import convert
 _, items = resolve_source({video!r})
 report = convert(items, {out!r}, AhdiParams(crop='center'), ('ahdi', 'mdv'), workers=1,
                  memory_budget={budget}, tmp_dir={tmp!r})

@@ -35,14 +35,14 @@ import time
 import cv2
 import numpy as np
 
-from ahdi_kernels import (AhdiParams, MotionActivity, box_mean, hierarchical_pool,
+from ahdi.kernels import (AhdiParams, MotionActivity, box_mean, hierarchical_pool,
                           level1_windows, rank_pool_windows, to_uint8)
-from ahdi_kernels import reference as R
+from ahdi.kernels import reference as R
 
 
 def carphone_frames(size: int, n_frames: int) -> np.ndarray:
     """carphone_pristine.mp4 centre-cropped to size x size RGB, ping-ponged to n_frames."""
-    from pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
+    from ahdi.pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
 
     try:
         path = os.path.join(sample_videos_dir(), "carphone_pristine.mp4")

@@ -4,7 +4,7 @@
                                      [--arch resnet18] [--device auto]
 
 Builds a store of ``n`` synthetic items (random images, written through
-pipeline.store), then reports
+ahdi.pipeline.store), then reports
 
 * data images/s: uint8 batches from the in-memory source plus the batch
   augmentation and normalisation (what the model waits for per step);
@@ -33,8 +33,8 @@ class _Source:
 
 
 def make_store(path, n, size):
-    from ahdi_kernels import AhdiParams
-    from pipeline.store import create_store
+    from ahdi.kernels import AhdiParams
+    from ahdi.pipeline.store import create_store
     rng = np.random.default_rng(0)
     items = [SimpleNamespace(video_id=f"v{i:05d}", subject=f"s{i % 8}",
                              labels={"y": float(i % 2)}, source=_Source()) for i in range(n)]
@@ -63,9 +63,9 @@ def main(argv=None):
     ap.add_argument("--workers", type=int, default=None)
     args = ap.parse_args(argv)
 
-    from train.data import BatchTransform, ImageSource, select_items
-    from train.engine import _loss_fn, resolve_device, train_one_epoch
-    from train.models import build_model
+    from ahdi.train.data import BatchTransform, ImageSource, select_items
+    from ahdi.train.engine import _loss_fn, resolve_device, train_one_epoch
+    from ahdi.train.models import build_model
 
     dev = resolve_device(args.device)
     cuda = dev.type == "cuda"

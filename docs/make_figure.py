@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ahdi_kernels import AhdiParams, compute_ahdi
+from ahdi.kernels import AhdiParams, compute_ahdi
 
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 BLACK, GREY, LIGHT = (0, 0, 0), (140, 140, 140), (225, 225, 225)
@@ -31,7 +31,7 @@ WINDOW_COLOURS = [(200, 120, 40), (40, 160, 230), (80, 170, 80), (60, 60, 200),
 
 
 def load_clip(size: int) -> np.ndarray:
-    from pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
+    from ahdi.pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
 
     try:
         path = os.path.join(sample_videos_dir(), "carphone_pristine.mp4")

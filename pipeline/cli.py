@@ -16,8 +16,8 @@ import time
 import click
 import yaml
 
-from ahdi_kernels import AhdiParams
-from ahdi_kernels.compute import REPRESENTATIONS
+from ahdi.kernels import AhdiParams
+from ahdi.kernels.compute import REPRESENTATIONS
 
 EXIT_SOME_FAILED = 3
 EXIT_INTERRUPTED = 130
@@ -92,9 +92,9 @@ def parse_representations(text: str) -> tuple[str, ...]:
 
 def library_errors(func):
     """Turn the library's expected errors into one-line click errors."""
-    from pipeline.datasets import DatasetError
-    from pipeline.io import VideoError
-    from pipeline.store import StoreError
+    from ahdi.pipeline.datasets import DatasetError
+    from ahdi.pipeline.io import VideoError
+    from ahdi.pipeline.store import StoreError
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
@@ -162,8 +162,8 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
                 labels=None, root=None, datasets=None, scheduler=None, workers=None,
                 overwrite=False, memory_budget_mb=512, tmp_dir=None, quiet=False):
     """Resolve the source, convert, print the outcome; returns the ConvertReport."""
-    from pipeline.datasets import resolve_source
-    from pipeline.graph import ClusterError, convert
+    from ahdi.pipeline.datasets import resolve_source
+    from ahdi.pipeline.graph import ClusterError, convert
 
     name, items = resolve_source(source, labels_csv=labels, root=root, datasets_yaml=datasets)
     if not items:
@@ -256,8 +256,8 @@ def inspect(store_path, as_json, montage, rep, video, plot, export, html):
 
     Example: ahdi inspect clinic.zarr --montage montage.png --html report.html
     """
-    from pipeline import report
-    from pipeline.store import open_store
+    from ahdi.pipeline import report
+    from ahdi.pipeline.store import open_store
 
     store = open_store(store_path)
     if bool(video) != bool(plot):
@@ -295,12 +295,12 @@ def demo(out, workers):
 
     Example: ahdi demo --out /tmp/ahdi-demo
     """
-    from pipeline import report
+    from ahdi.pipeline import report
 
     os.makedirs(out, exist_ok=True)
     store_path = os.path.join(out, "samples.zarr")
     result = run_convert("samples", store_path, AhdiParams(), REPRESENTATIONS, workers=workers)
-    from pipeline.store import open_store
+    from ahdi.pipeline.store import open_store
 
     store = open_store(store_path)
     montage_path = os.path.join(out, "montage.png")
@@ -316,7 +316,7 @@ def demo(out, workers):
 
 
 # The trainer's commands: their module imports torch only inside the bodies.
-from train.cli import ablate_command, evaluate_command, train_command  # noqa: E402
+from ahdi.train.cli import ablate_command, evaluate_command, train_command  # noqa: E402
 
 main.add_command(train_command)
 main.add_command(evaluate_command)

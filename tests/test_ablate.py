@@ -13,10 +13,10 @@ pytest.importorskip("torch")
 
 from click.testing import CliRunner  # noqa: E402
 
-from pipeline.cli import main  # noqa: E402
+from ahdi.pipeline.cli import main  # noqa: E402
 from tests import fixtures as fx  # noqa: E402
 from tests.clips import direction_clips, sample_video_dir  # noqa: E402
-from train.ablate import GridError, expand_cells, load_grid  # noqa: E402
+from ahdi.train.ablate import GridError, expand_cells, load_grid  # noqa: E402
 
 GRID = """\
 representation: [sdi, ahdi]

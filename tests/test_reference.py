@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from ahdi_kernels import reference as R
-from ahdi_kernels.params import AhdiParams
+from ahdi.kernels import reference as R
+from ahdi.kernels.params import AhdiParams
 
 S = 32
 PARAMS = AhdiParams(size=S, patch=3)

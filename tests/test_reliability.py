@@ -26,12 +26,12 @@ import pytest
 import zarr
 from click.testing import CliRunner
 
-from ahdi_kernels import AhdiParams
-from pipeline import graph
-from pipeline.cli import EXIT_INTERRUPTED, EXIT_SOME_FAILED, main
-from pipeline.datasets import resolve_source
-from pipeline.graph import ClusterError, convert
-from pipeline.store import LOCK_NAME, open_store
+from ahdi.kernels import AhdiParams
+from ahdi.pipeline import graph
+from ahdi.pipeline.cli import EXIT_INTERRUPTED, EXIT_SOME_FAILED, main
+from ahdi.pipeline.datasets import resolve_source
+from ahdi.pipeline.graph import ClusterError, convert
+from ahdi.pipeline.store import LOCK_NAME, open_store
 
 from tests import fixtures as fx
 from tests.fixtures import store_array_bytes, store_chunk_files
@@ -49,7 +49,7 @@ N_MANY = 48
 # ----------------------------------------------------------------------------
 def ahdi(*args) -> list[str]:
     """The command line of ``ahdi ARGS`` run by this interpreter."""
-    return [sys.executable, "-m", "pipeline.cli", *map(str, args)]
+    return [sys.executable, "-m", "ahdi.pipeline.cli", *map(str, args)]
 
 
 @contextlib.contextmanager
@@ -477,7 +477,7 @@ def test_thread_settings_do_not_change_bytes(many, reference, tmp_path):
     """Another process with Numba, OpenMP and OpenCV told to use other thread counts,
     on the process scheduler, gives the same bytes as the threaded reference."""
     out = tmp_path / "s.zarr"
-    code = ("import cv2, sys; cv2.setNumThreads(8); from pipeline.cli import main; "
+    code = ("import cv2, sys; cv2.setNumThreads(8); from ahdi.pipeline.cli import main; "
             "main(sys.argv[1:])")
     env = dict(os.environ, NUMBA_NUM_THREADS="1", OMP_NUM_THREADS="1",
                OPENCV_FOR_THREADS_NUM="2")

@@ -1,4 +1,4 @@
-"""pipeline.report: summary, montage, video plot, PNG export, HTML page."""
+"""ahdi.pipeline.report: summary, montage, video plot, PNG export, HTML page."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
-from ahdi_kernels import AhdiParams, compute_ahdi
-from pipeline import report
-from pipeline.store import create_store, open_store
+from ahdi.kernels import AhdiParams, compute_ahdi
+from ahdi.pipeline import report
+from ahdi.pipeline.store import create_store, open_store
 from tests.fixtures import blob_frames
 
 S = 32

@@ -1,4 +1,4 @@
-"""pipeline.store: layout, writes, resume, readers, plain-Zarr readability, lock."""
+"""ahdi.pipeline.store: layout, writes, resume, readers, plain-Zarr readability, lock."""
 
 from __future__ import annotations
 
@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import zarr
 
-from ahdi_kernels.params import AhdiParams
-from pipeline.store import (LOCK_NAME, Store, StoreError, create_store, open_store,
+from ahdi.kernels.params import AhdiParams
+from ahdi.pipeline.store import (LOCK_NAME, Store, StoreError, create_store, open_store,
                             segments_width)
 
 S = 16

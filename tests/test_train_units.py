@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from train import metrics as M
-from train.splits import Fold, assert_no_leak, make_folds
+from ahdi.train import metrics as M
+from ahdi.train.splits import Fold, assert_no_leak, make_folds
 
 torch = pytest.importorskip("torch")
 
@@ -31,8 +31,8 @@ class _Source:
 
 def make_store(path, n=16, size=16, n_subjects=4, fail=(), pending=(), mdv=False, seed=0):
     """Label ``y`` = 1 when the left half is bright; ``kind`` the same as text."""
-    from ahdi_kernels import AhdiParams
-    from pipeline.store import create_store
+    from ahdi.kernels import AhdiParams
+    from ahdi.pipeline.store import create_store
     rng = np.random.default_rng(seed)
     items = [SimpleNamespace(video_id=f"v{i:02d}", subject=f"s{i % n_subjects}",
                              labels={"y": float((i // n_subjects) % 2),
@@ -146,7 +146,7 @@ def test_split_column_and_leak_detection():
 # models
 @pytest.mark.parametrize("pool", ["avg", "max", "rank", "lstm", "attention"])
 def test_mdv_pooling_heads_masked(pool):
-    from train.models import build_model
+    from ahdi.train.models import build_model
     torch.manual_seed(0)
     model = build_model(f"mdv:{pool}", "resnet18", "none")
     x = torch.randn(3, 4, 3, 16, 16)
@@ -168,8 +168,8 @@ def test_mdv_pooling_heads_masked(pool):
 
 
 def test_arp_weights_match_kernel_coefficients():
-    from ahdi_kernels import arp_coefficients
-    from train.models import arp_weights
+    from ahdi.kernels import arp_coefficients
+    from ahdi.train.models import arp_weights
     w = arp_weights(torch.tensor([5, 3]), 5)
     for row, m in zip(w, (5, 3)):
         ref = np.asarray(arp_coefficients(m), np.float64)
@@ -179,7 +179,7 @@ def test_arp_weights_match_kernel_coefficients():
 
 
 def test_imagenet_weights_missing_is_a_clear_error(tmp_path):
-    from train.models import WeightsNotFoundError, build_model
+    from ahdi.train.models import WeightsNotFoundError, build_model
     old = torch.hub.get_dir()
     torch.hub.set_dir(str(tmp_path / "hub"))
     try:
@@ -193,7 +193,7 @@ def test_imagenet_weights_missing_is_a_clear_error(tmp_path):
 
 
 def test_weights_from_state_dict_path(tmp_path):
-    from train.models import build_backbone, build_model
+    from ahdi.train.models import build_backbone, build_model
     torch.manual_seed(3)
     net, _ = build_backbone("resnet18", "none")
     torch.save(net.state_dict(), tmp_path / "w.pt")
@@ -206,7 +206,7 @@ def test_weights_from_state_dict_path(tmp_path):
 # ----------------------------------------------------------------------------
 # data
 def test_select_items_errors_and_targets(tmp_path):
-    from train.data import DataError, select_items
+    from ahdi.train.data import DataError, select_items
     store = make_store(tmp_path / "s.zarr", fail=(1,), pending=(2,))
     sel = select_items(store, "kind", "binary", positive="pain")
     assert 1 not in sel.indices and 2 not in sel.indices and len(sel) == 14
@@ -225,7 +225,7 @@ def test_select_items_errors_and_targets(tmp_path):
 
 
 def test_batch_transform_is_seeded_and_shaped():
-    from train.data import BatchTransform
+    from ahdi.train.data import BatchTransform
     x = torch.randint(0, 256, (4, 2, 16, 16, 3), dtype=torch.uint8)
     a = BatchTransform(train=True, size=24, seed=5)(x)
     b = BatchTransform(train=True, size=24, seed=5)(x)
@@ -237,7 +237,7 @@ def test_batch_transform_is_seeded_and_shaped():
 
 
 def test_streaming_and_memory_give_the_same_batches(tmp_path):
-    from train.data import ImageSource, select_items
+    from ahdi.train.data import ImageSource, select_items
     store = make_store(tmp_path / "s.zarr", mdv=True, n=12)
     sel = select_items(store, "y", "binary", representation="mdv")
     dev = torch.device("cpu")
@@ -258,7 +258,7 @@ def _cfg(store, out, **kw):
 
 
 def test_trains_on_done_items_only_and_repeatable(tmp_path):
-    from train.engine import run_training
+    from ahdi.train.engine import run_training
     store = make_store(tmp_path / "s.zarr", n=16, fail=(3, 7), pending=(8,))
     r1 = run_training(_cfg(tmp_path / "s.zarr", tmp_path / "r1"))
     r2 = run_training(_cfg(tmp_path / "s.zarr", tmp_path / "r2"))
@@ -279,7 +279,7 @@ def test_trains_on_done_items_only_and_repeatable(tmp_path):
 
 def test_cli_train_and_evaluate(tmp_path):
     from click.testing import CliRunner
-    from train.cli import evaluate_command, train_command
+    from ahdi.train.cli import evaluate_command, train_command
     make_store(tmp_path / "s.zarr", n=12)
     runner = CliRunner()
     res = runner.invoke(train_command, [str(tmp_path / "s.zarr"), "--task", "regression",
@@ -300,8 +300,8 @@ def test_cli_train_and_evaluate(tmp_path):
 
 
 def test_cli_module_does_not_import_torch():
-    code = ("import sys, train.cli; "
-            "bad = [m for m in ('torch', 'torchvision', 'train.engine') if m in sys.modules]; "
+    code = ("import sys, ahdi.train.cli; "
+            "bad = [m for m in ('torch', 'torchvision', 'ahdi.train.engine') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr

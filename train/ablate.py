@@ -34,7 +34,7 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from ahdi_kernels import AhdiParams
+from ahdi.kernels import AhdiParams
 
 REPRESENTATIONS_ALL = ("ahdi", "mdv", "sdi", "mean", "flow")
 TRAIN_AXES = ("representation", "model")
@@ -161,7 +161,7 @@ def store_fingerprint(store_path: Path, label: str) -> str:
     A rerun may convert items that failed before, or take an edited labels
     CSV; a cell trained on the old content must not be reused then.
     """
-    from pipeline.store import open_store
+    from ahdi.pipeline.store import open_store
 
     store = open_store(store_path)
     done = store.statuses() == "done"
@@ -192,7 +192,7 @@ def _fmt(mean: float, std: float) -> str:
 
 def write_outputs(out: Path, cells: list[Cell], results: dict[Cell, dict], task: str) -> dict:
     """results.csv, table.md and one PNG per swept axis; returns the table rows."""
-    from train import plots
+    from ahdi.train import plots
 
     axis_names = [k for k, _ in cells[0].values] if cells else []
     metric_names = list(next(iter(results.values()))["aggregate"]) if results else []
@@ -253,10 +253,10 @@ def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str
         ``{'cells': n, 'converted': [...], 'reused_stores': [...], 'trained': [...],
         'reused_cells': [...], 'table': {...}}``.
     """
-    from pipeline.datasets import resolve_source
-    from pipeline.graph import convert
-    from train.engine import TrainConfig, run_training
-    from train.splits import parse_protocol
+    from ahdi.pipeline.datasets import resolve_source
+    from ahdi.pipeline.graph import convert
+    from ahdi.train.engine import TrainConfig, run_training
+    from ahdi.train.splits import parse_protocol
 
     grid = load_grid(grid_path)
     cells = expand_cells(grid)

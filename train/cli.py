@@ -1,4 +1,4 @@
-"""``ahdi train`` and ``ahdi evaluate``: thin click commands over train.engine.
+"""``ahdi train`` and ``ahdi evaluate``: thin click commands over ahdi.train.engine.
 
 This module must not import torch at import time (converting videos never
 needs it): the engine is imported inside the command bodies.
@@ -173,10 +173,10 @@ def ablate_command(source, grid, task, label, positive, protocol, labels, root, 
     Example: ahdi ablate ~/clinic --labels clinic.csv --task regression
     --label vas --grid docs/grids/table3_patch.yaml --out ablations/patch
     """
-    from pipeline.datasets import DatasetError
-    from pipeline.graph import ClusterError
-    from pipeline.store import StoreError
-    from train.ablate import GridError, run_ablation
+    from ahdi.pipeline.datasets import DatasetError
+    from ahdi.pipeline.graph import ClusterError
+    from ahdi.pipeline.store import StoreError
+    from ahdi.train.ablate import GridError, run_ablation
 
     try:
         summary = run_ablation(source, grid, out, task=task, label=label, protocol=protocol,

@@ -153,7 +153,7 @@ def mdv_counts(store, indices) -> np.ndarray:
     if callable(getattr(store, "mdv_counts", None)):
         counts = np.asarray(store.mdv_counts(), np.int64)
     elif callable(getattr(store, "_array", None)):
-        try:    # pipeline.store keeps the per-item count in the 'mdv_count' array
+        try:    # ahdi.pipeline.store keeps the per-item count in the 'mdv_count' array
             counts = np.asarray(store._array("mdv_count")[:], np.int64)
         except Exception:  # noqa: BLE001 - other layouts: read the stacks
             counts = None
@@ -190,7 +190,7 @@ class _ChunkDataset(torch.utils.data.Dataset):
 
     def _get_store(self):
         if self._store is None:
-            from pipeline.store import open_store
+            from ahdi.pipeline.store import open_store
             self._store = open_store(self.path)
         return self._store
 

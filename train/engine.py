@@ -104,7 +104,7 @@ def store_param_hash(store) -> str | None:
     if hasattr(params, "param_hash"):
         return params.param_hash()
     try:
-        from ahdi_kernels import AhdiParams
+        from ahdi.kernels import AhdiParams
         return AhdiParams.from_dict(dict(params)).param_hash()
     except Exception:  # noqa: BLE001 - unknown param layout: record nothing
         return None
@@ -281,13 +281,13 @@ def run_training(config: TrainConfig | dict, store=None) -> dict:
     """Train and evaluate every fold of ``config.protocol``; returns metrics.json's content.
 
     ``store`` (optional) is an already open store object; by default
-    ``config.store`` is opened with ``pipeline.store.open_store``.
+    ``config.store`` is opened with ``ahdi.pipeline.store.open_store``.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     cfg.validate()
     device = resolve_device(cfg.device)
     if store is None:
-        from pipeline.store import open_store
+        from ahdi.pipeline.store import open_store
         store = open_store(cfg.store)
     return _run(cfg, store, device)
 
@@ -459,7 +459,7 @@ def evaluate_checkpoint(checkpoint, store_path, out, *, batch_size: int = 64,
     ckpts = [load_checkpoint(f) for f in files]
     cfg = TrainConfig(**ckpts[0]["config"])
     if store is None:
-        from pipeline.store import open_store
+        from ahdi.pipeline.store import open_store
         store = open_store(store_path)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
