@@ -23,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .errors import DatasetError
 from .io import (IMAGE_EXTS, VIDEO_EXTS, Archive, VideoError, VideoSource, is_archive,
                  natural_key, sample_videos_dir)
 
@@ -45,8 +46,6 @@ _BIOVID_COLUMNS = ("subject_id", "subject_name", "class_id", "class_name", "samp
                    "sample_name")
 
 
-class DatasetError(ValueError):
-    """A dataset cannot be listed (bad name, root, datasets.yaml or labels file)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -26,7 +26,8 @@ import dask
 from ahdi.kernels import AhdiParams, compute_ahdi
 from ahdi.kernels.compute import check_representations
 
-from .io import VideoError, open_video
+from .errors import ClusterError, ClusterPathError, VideoError
+from .io import open_video
 from .store import Store, create_store, open_store
 
 DEFAULT_SCHEDULER = "threads"
@@ -217,12 +218,6 @@ def _probe_paths(items: Sequence[Any], limit: int = 3) -> list[str]:
 WORKER_WAIT_S = 60.0
 
 
-class ClusterError(RuntimeError):
-    """A distributed cluster cannot run the conversion (no workers, paths unseen)."""
-
-
-class ClusterPathError(ClusterError):
-    """A worker of a distributed cluster cannot see the store or the source."""
 
 
 def _run_local(writes: list, scheduler: str, workers: int | None,

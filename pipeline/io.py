@@ -35,6 +35,8 @@ import numpy as np
 from ahdi.kernels.motion import resize_to
 from ahdi.kernels.params import AhdiParams
 
+from .errors import VideoError
+
 __all__ = [
     "VideoError", "VideoSource", "VideoReader", "open_video",
     "VIDEO_EXTS", "IMAGE_EXTS", "ARCHIVE_SUFFIXES", "natural_key", "is_archive",
@@ -58,8 +60,6 @@ SEEK_MIN_FRAMES = 300
 _NAN = float("nan")
 
 
-class VideoError(Exception):
-    """A video cannot be read; the message names the file and the problem."""
 
 
 def natural_key(name: str) -> list:

@@ -36,6 +36,8 @@ from zarr.codecs import ZstdCodec
 
 from ahdi.kernels.params import AhdiParams
 
+from .errors import StoreError
+
 __all__ = [
     "StoreError",
     "Store",
@@ -66,8 +68,6 @@ _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
 _OVERWRITE_HINT = "use --overwrite to replace it, or another output path"
 
 
-class StoreError(Exception):
-    """A store cannot be created, opened, written or locked as asked."""
 
 
 # ----------------------------------------------------------------------------

@@ -35,6 +35,7 @@ import numpy as np
 import yaml
 
 from ahdi.kernels import AhdiParams
+from ahdi.pipeline.errors import GridError
 
 REPRESENTATIONS_ALL = ("ahdi", "mdv", "sdi", "mean", "flow")
 TRAIN_AXES = ("representation", "model")
@@ -49,8 +50,6 @@ BASELINE_FIELDS = {
 LOWER_IS_BETTER = {"mae", "mse"}
 
 
-class GridError(ValueError):
-    """A grid file that cannot be run; the message names the file and the problem."""
 
 
 @dataclasses.dataclass(frozen=True)
