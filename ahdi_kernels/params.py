@@ -19,6 +19,17 @@ NORMALIZATIONS = ("minmax", "percentile")
 FARNEBACK_DEFAULT = (0.5, 3, 15, 3, 5, 1.2, 0)
 
 
+def _param(default: Any, help: str, *, choices: tuple[str, ...] | None = None,
+           kind: type | None = None, option: bool = True) -> Any:
+    """A parameter field: its default plus what a command line needs to offer it.
+
+    ``kind`` is the type an option parses (default: the default's type),
+    ``option=False`` keeps a parameter out of the command line (config only).
+    """
+    return dataclasses.field(default=default, metadata={
+        "help": help, "choices": choices, "kind": kind or type(default), "option": option})
+
+
 @dataclasses.dataclass(frozen=True)
 class AhdiParams:
     """Parameters of one AHDI conversion (see docs/algorithm.md).
@@ -60,22 +71,30 @@ class AhdiParams:
         than this fails clearly instead of being silently truncated.
     """
 
-    size: int = 224
-    crop: str = "face"
-    flow_side: int = 64
-    farneback: tuple = FARNEBACK_DEFAULT
-    eps: float | str = "auto"
-    n_segments: int = 8
-    min_len: int = 3
-    segmentation: str = "adaptive"
-    segment_len: int = 10
-    stride: int | None = None
-    patch: int = 9
-    levels: int = 2
-    level2: str = "weighted"
-    window: int = 3
-    normalize: str = "minmax"
-    max_windows: int = 256
+    # Each field's metadata holds its one-line help and, where the values
+    # are a closed set, its choices: the command line builds its options
+    # from them, so a parameter is described in this one place.
+    size: int = _param(224, "Output side S in pixels.")
+    crop: str = _param("face", "Crop before resizing.", choices=CROPS)
+    flow_side: int = _param(64, "Longest side of the frames Farneback runs on.")
+    farneback: tuple = _param(FARNEBACK_DEFAULT, "Farneback settings (pyr_scale, levels, "
+                              "winsize, iterations, poly_n, poly_sigma, flags); --config only.",
+                              option=False)
+    eps: float | str = _param("auto", "Activity threshold in px/frame, or 'auto' = "
+                              "0.5 x median.", kind=str)
+    n_segments: int = _param(8, "Number of adaptive segments n.")
+    min_len: int = _param(3, "Fewest frames in a segment.")
+    segmentation: str = _param("adaptive", "Adaptive energy quantiles or fixed windows.",
+                               choices=SEGMENTATIONS)
+    segment_len: int = _param(10, "Window length for --segmentation fixed.")
+    stride: int | None = _param(None, "Window step for fixed windows (default: "
+                                "segment-len // 2).", kind=int)
+    patch: int = _param(9, "Odd patch side p of the patch-wise pooling.")
+    levels: int = _param(2, "Hierarchy depth.")
+    level2: str = _param("weighted", "How window images combine.", choices=LEVEL2_MODES)
+    window: int = _param(3, "Run length of intermediate levels when levels >= 3.")
+    normalize: str = _param("minmax", "Float image to uint8 mapping.", choices=NORMALIZATIONS)
+    max_windows: int = _param(256, "MDV capacity in fixed mode.")
 
     def __post_init__(self) -> None:
         # Normalise types that arrive from YAML/JSON/CLI so that equal

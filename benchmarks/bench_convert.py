@@ -35,9 +35,10 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ahdi.kernels import AhdiParams, reference  # noqa: E402
-from ahdi.pipeline.datasets import resolve_source  # noqa: E402
+from ahdi.pipeline.adapters import sample_videos_dir  # noqa: E402
 from ahdi.pipeline.graph import convert  # noqa: E402
-from ahdi.pipeline.io import open_video, sample_videos_dir  # noqa: E402
+from ahdi.pipeline.resolve import resolve_source  # noqa: E402
+from ahdi.pipeline.video import open_video  # noqa: E402
 
 REPS = ("ahdi", "mdv")
 
@@ -125,8 +126,8 @@ PEAK_CHILD = """
 import resource, sys
 sys.path.insert(0, {root!r})
 from ahdi.kernels import AhdiParams
-from ahdi.pipeline.datasets import resolve_source
 from ahdi.pipeline.graph import convert
+from ahdi.pipeline.resolve import resolve_source
 _, items = resolve_source({video!r})
 report = convert(items, {out!r}, AhdiParams(crop='center'), ('ahdi', 'mdv'), workers=1,
                  memory_budget={budget}, tmp_dir={tmp!r})

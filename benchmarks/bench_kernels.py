@@ -42,7 +42,10 @@ from ahdi.kernels import reference as R
 
 def carphone_frames(size: int, n_frames: int) -> np.ndarray:
     """carphone_pristine.mp4 centre-cropped to size x size RGB, ping-ponged to n_frames."""
-    from ahdi.pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
+    from ahdi.pipeline.adapters import sample_videos_dir
+    from ahdi.pipeline.errors import VideoError
+    from ahdi.pipeline.sources import VideoSource
+    from ahdi.pipeline.video import open_video
 
     try:
         path = os.path.join(sample_videos_dir(), "carphone_pristine.mp4")

@@ -30,9 +30,9 @@ from pathlib import Path
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ahdi.kernels import AhdiParams  # noqa: E402
-from ahdi.pipeline.datasets import resolve_source  # noqa: E402
+from ahdi.pipeline.adapters import sample_videos_dir  # noqa: E402
 from ahdi.pipeline.graph import convert  # noqa: E402
-from ahdi.pipeline.io import sample_videos_dir  # noqa: E402
+from ahdi.pipeline.resolve import resolve_source  # noqa: E402
 
 REPS = ("ahdi", "mdv")
 

@@ -34,7 +34,7 @@ class _Source:
 
 def make_store(path, n, size):
     from ahdi.kernels import AhdiParams
-    from ahdi.pipeline.store import create_store
+    from ahdi.pipeline.layout import create_store
     rng = np.random.default_rng(0)
     items = [SimpleNamespace(video_id=f"v{i:05d}", subject=f"s{i % 8}",
                              labels={"y": float(i % 2)}, source=_Source()) for i in range(n)]

@@ -31,7 +31,10 @@ WINDOW_COLOURS = [(200, 120, 40), (40, 160, 230), (80, 170, 80), (60, 60, 200),
 
 
 def load_clip(size: int) -> np.ndarray:
-    from ahdi.pipeline.io import VideoError, VideoSource, open_video, sample_videos_dir
+    from ahdi.pipeline.adapters import sample_videos_dir
+    from ahdi.pipeline.errors import VideoError
+    from ahdi.pipeline.sources import VideoSource
+    from ahdi.pipeline.video import open_video
 
     try:
         path = os.path.join(sample_videos_dir(), "carphone_pristine.mp4")

@@ -7,6 +7,7 @@ imported only inside ``ahdi train`` and ``ahdi evaluate``.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -15,42 +16,49 @@ import time
 
 import click
 import yaml
+from click.core import ParameterSource
 
 from ahdi.kernels import AhdiParams
 from ahdi.kernels.compute import REPRESENTATIONS
 
+from ahdi.train.vocab import TASKS
+
+from .errors import AhdiError
+
 EXIT_SOME_FAILED = 3
 EXIT_INTERRUPTED = 130
 
-# Spec parameters as options: (option, AhdiParams field, click type, help).
-PARAM_OPTIONS = [
-    ("--size", "size", int, "Output side S in pixels [224]."),
-    ("--crop", "crop", click.Choice(["face", "center", "none", "landmarks"]),
-     "Crop before resizing [face]."),
-    ("--flow-side", "flow_side", int, "Longest side of the frames Farneback runs on [64]."),
-    ("--eps", "eps", str, "Activity threshold in px/frame, or 'auto' = 0.5 x median [auto]."),
-    ("--n-segments", "n_segments", int, "Number of adaptive segments n [8]."),
-    ("--min-len", "min_len", int, "Fewest frames in a segment [3]."),
-    ("--segmentation", "segmentation", click.Choice(["adaptive", "fixed"]),
-     "Adaptive energy quantiles or fixed windows [adaptive]."),
-    ("--segment-len", "segment_len", int, "Window length for --segmentation fixed [10]."),
-    ("--stride", "stride", int, "Window step for fixed windows [segment-len // 2]."),
-    ("--patch", "patch", int, "Odd patch side p of the patch-wise pooling [9]."),
-    ("--levels", "levels", int, "Hierarchy depth [2]."),
-    ("--level2", "level2", click.Choice(["weighted", "arp"]),
-     "How window images combine [weighted]."),
-    ("--window", "window", int, "Run length of intermediate levels when levels >= 3 [3]."),
-    ("--normalize", "normalize", click.Choice(["minmax", "percentile"]),
-     "Float image to uint8 mapping [minmax]."),
-    ("--max-windows", "max_windows", int, "MDV capacity in fixed mode [256]."),
-]
+_PARAM_FIELDS = [f for f in dataclasses.fields(AhdiParams) if f.metadata["option"]]
+
+
+def _param_option(field: dataclasses.Field):
+    """A click option for one AhdiParams field, described by the field's metadata."""
+    meta = field.metadata
+    kind = click.Choice(meta["choices"]) if meta["choices"] else meta["kind"]
+    # A None default means "derived" (stride); its help text says from what.
+    return click.option(f"--{field.name.replace('_', '-')}", field.name, type=kind,
+                        default=field.default, show_default=field.default is not None,
+                        help=meta["help"])
 
 
 def param_options(func):
-    """Add every spec parameter as an option (defaults None = not given)."""
-    for flag, field, kind, text in reversed(PARAM_OPTIONS):
-        func = click.option(flag, field, type=kind, default=None, help=text)(func)
-    return func
+    """Add every spec parameter offered on the command line as an option.
+
+    The command receives None for each parameter not typed on the command
+    line, so that a --config file's value is overridden only by what the
+    user typed, while --help shows each parameter's real default.
+    """
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        ctx = click.get_current_context()
+        for field in _PARAM_FIELDS:
+            if ctx.get_parameter_source(field.name) is not ParameterSource.COMMANDLINE:
+                kwargs[field.name] = None
+        return func(*args, **kwargs)
+
+    for field in reversed(_PARAM_FIELDS):
+        wrapper = _param_option(field)(wrapper)
+    return wrapper
 
 
 def build_params(config: str | None, given: dict) -> AhdiParams:
@@ -92,15 +100,11 @@ def parse_representations(text: str) -> tuple[str, ...]:
 
 def library_errors(func):
     """Turn the library's expected errors into one-line click errors."""
-    from ahdi.pipeline.datasets import DatasetError
-    from ahdi.pipeline.io import VideoError
-    from ahdi.pipeline.store import StoreError
-
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         try:
             return func(*args, **kwargs)
-        except (DatasetError, StoreError, VideoError) as exc:
+        except AhdiError as exc:
             raise click.ClickException(str(exc))
         except PermissionError as exc:
             raise click.ClickException(f"{exc.filename}: permission denied")
@@ -162,8 +166,8 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
                 labels=None, root=None, datasets=None, scheduler=None, workers=None,
                 overwrite=False, memory_budget_mb=512, tmp_dir=None, quiet=False):
     """Resolve the source, convert, print the outcome; returns the ConvertReport."""
-    from ahdi.pipeline.datasets import resolve_source
-    from ahdi.pipeline.graph import ClusterError, convert
+    from ahdi.pipeline.graph import convert
+    from ahdi.pipeline.resolve import resolve_source
 
     name, items = resolve_source(source, labels_csv=labels, root=root, datasets_yaml=datasets)
     if not items:
@@ -180,8 +184,6 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
                          overwrite=overwrite, memory_budget=int(memory_budget_mb * 2**20),
                          tmp_dir=tmp_dir, on_start=progress.start,
                          on_outcome=progress.outcome, on_dashboard=progress.dashboard)
-    except (ClusterError, ValueError) as exc:
-        raise click.ClickException(str(exc))
     except KeyboardInterrupt:
         click.echo(f"\ninterrupted: finished items are kept in {output}; run the same "
                    f"command again to resume", err=True)
@@ -256,29 +258,28 @@ def inspect(store_path, as_json, montage, rep, video, plot, export, html):
 
     Example: ahdi inspect clinic.zarr --montage montage.png --html report.html
     """
-    from ahdi.pipeline import report
+    from ahdi.pipeline import figures, video_figure
+    from ahdi.pipeline import summary as summaries
+    from ahdi.pipeline.html_report import html_report
     from ahdi.pipeline.store import open_store
 
     store = open_store(store_path)
     if bool(video) != bool(plot):
         raise click.UsageError("--video and --plot go together")
-    summary = report.summary(store)
-    click.echo(json.dumps(summary, indent=2) if as_json else report.format_summary(summary))
-    try:
-        if montage:
-            report.save_png(montage, report.montage(store, rep))
-            click.echo(f"montage: {montage}", err=True)
-        if plot:
-            report.save_png(plot, report.video_plot(store, video))
-            click.echo(f"plot: {plot}", err=True)
-        if export:
-            paths = report.export_pngs(store, export)
-            click.echo(f"exported {len(paths)} PNGs to {export}", err=True)
-        if html:
-            report.html_report(store, html)
-            click.echo(f"report: {html}", err=True)
-    except ValueError as exc:
-        raise click.ClickException(str(exc))
+    summary = summaries.summary(store)
+    click.echo(json.dumps(summary, indent=2) if as_json else summaries.format_summary(summary))
+    if montage:
+        figures.save_png(montage, figures.montage(store, rep))
+        click.echo(f"montage: {montage}", err=True)
+    if plot:
+        figures.save_png(plot, video_figure.video_plot(store, video))
+        click.echo(f"plot: {plot}", err=True)
+    if export:
+        paths = figures.export_pngs(store, export)
+        click.echo(f"exported {len(paths)} PNGs to {export}", err=True)
+    if html:
+        html_report(store, html)
+        click.echo(f"report: {html}", err=True)
 
 
 @main.command()
@@ -295,7 +296,9 @@ def demo(out, workers):
 
     Example: ahdi demo --out /tmp/ahdi-demo
     """
-    from ahdi.pipeline import report
+    from ahdi.pipeline.figures import montage, save_png
+    from ahdi.pipeline.html_report import html_report
+    from ahdi.pipeline.summary import format_summary, summary
 
     os.makedirs(out, exist_ok=True)
     store_path = os.path.join(out, "samples.zarr")
@@ -305,9 +308,9 @@ def demo(out, workers):
     store = open_store(store_path)
     montage_path = os.path.join(out, "montage.png")
     html_path = os.path.join(out, "report.html")
-    report.save_png(montage_path, report.montage(store, "ahdi"))
-    report.html_report(store, html_path)
-    click.echo(report.format_summary(report.summary(store)))
+    save_png(montage_path, montage(store, "ahdi"))
+    html_report(store, html_path)
+    click.echo(format_summary(summary(store)))
     click.echo(f"store:   {os.path.abspath(store_path)}")
     click.echo(f"montage: {os.path.abspath(montage_path)}")
     click.echo(f"report:  {os.path.abspath(html_path)}")
@@ -315,12 +318,55 @@ def demo(out, workers):
         sys.exit(EXIT_SOME_FAILED)
 
 
+def _grid_help() -> str:
+    from .ablate import shipped_grids
+
+    return ("A grid file (YAML: the axes to sweep and the shared settings), or the name of "
+            f"a grid shipped with ahdi: {', '.join(shipped_grids())}.")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--grid", "grid", required=True, help=_grid_help())
+@click.option("--task", type=click.Choice(TASKS), required=True, help="What every cell learns.")
+@click.option("--label", required=True, help="Label column to predict.")
+@click.option("--positive", default=None, help="binary: the label value that counts as 1.")
+@click.option("--protocol", default="loso", show_default=True, help="loso | kfold:K | split:COLUMN")
+@click.option("--labels", type=click.Path(), help="Labels CSV for a folder of videos.")
+@click.option("--root", type=click.Path(), help="Root folder of a dataset named in datasets.yaml.")
+@click.option("--scheduler", default=None, help="Conversions' Dask scheduler (tcp://HOST:PORT).")
+@click.option("--workers", type=click.IntRange(min=1), help="Local conversion workers.")
+@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
+              help="Folder for the stores, the cells' runs and the tables.")
+@library_errors
+def ablate(source, grid, task, label, positive, protocol, labels, root, scheduler, workers, out):
+    """Run the paper's comparisons on SOURCE: one cell per combination of the grid's axes.
+
+    Each distinct conversion parameter set is converted once (reused when its
+    store exists), every cell is trained with the same folds and seeds, and
+    OUT gets results.csv (cell x fold), table.md (mean ± std, best in bold)
+    and one PNG per swept axis. Re-running resumes; a grown grid computes
+    only its new cells.
+
+    Example: ahdi ablate ~/clinic --labels clinic.csv --task regression
+    --label vas --grid table3_patch --out ablations/patch
+    """
+    from .ablate import Inputs, Target, run_ablation
+
+    summary = run_ablation(grid, out, Target(task, label, protocol, positive),
+                           Inputs(source, labels, root, scheduler, workers),
+                           log=lambda line: click.echo(line, err=True))
+    click.echo(f"{summary['cells']} cells: {len(summary['converted'])} conversions, "
+               f"{len(summary['trained'])} trainings ({len(summary['reused_stores'])} stores "
+               f"and {len(summary['reused_cells'])} cells reused)")
+    click.echo(f"table: {os.path.join(out, 'table.md')}")
+
+
 # The trainer's commands: their module imports torch only inside the bodies.
-from ahdi.train.cli import ablate_command, evaluate_command, train_command  # noqa: E402
+from ahdi.train.cli import evaluate_command, train_command  # noqa: E402
 
 main.add_command(train_command)
 main.add_command(evaluate_command)
-main.add_command(ablate_command)
 
 
 if __name__ == "__main__":  # pragma: no cover

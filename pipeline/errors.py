@@ -10,7 +10,7 @@ from __future__ import annotations
 
 __all__ = [
     "AhdiError", "VideoError", "DatasetError", "StoreError", "ClusterError",
-    "ClusterPathError", "GridError",
+    "ClusterPathError", "GridError", "SettingError",
 ]
 
 
@@ -36,6 +36,10 @@ class ClusterError(AhdiError, RuntimeError):
 
 class ClusterPathError(ClusterError):
     """A worker of a distributed cluster cannot see the store or the source."""
+
+
+class SettingError(AhdiError, ValueError):
+    """A setting (an option, a config value, a protocol) outside what is allowed."""
 
 
 class GridError(AhdiError, ValueError):

@@ -26,9 +26,10 @@ import dask
 from ahdi.kernels import AhdiParams, compute_ahdi
 from ahdi.kernels.compute import check_representations
 
-from .errors import ClusterError, ClusterPathError, VideoError
-from .io import open_video
-from .store import Store, create_store, open_store
+from .errors import ClusterError, ClusterPathError, SettingError, VideoError
+from .layout import create_store
+from .store import Store, open_store
+from .video import open_video
 
 DEFAULT_SCHEDULER = "threads"
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
@@ -294,7 +295,7 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
     Parameters
     ----------
     items : sequence of Item
-        What :func:`ahdi.pipeline.datasets.resolve_source` returns.
+        What :func:`ahdi.pipeline.resolve.resolve_source` returns.
     store_path : path
         Output Zarr store.
     params : AhdiParams
@@ -326,7 +327,7 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
     """
     scheduler = scheduler or DEFAULT_SCHEDULER
     if scheduler not in LOCAL_SCHEDULERS and not scheduler.startswith("tcp://"):
-        raise ValueError(f"scheduler must be one of {', '.join(LOCAL_SCHEDULERS)} or "
+        raise SettingError(f"scheduler must be one of {', '.join(LOCAL_SCHEDULERS)} or "
                          f"tcp://HOST:PORT, got {scheduler!r}")
     started = time.perf_counter()
     store_path = os.path.abspath(os.fspath(store_path))

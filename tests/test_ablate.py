@@ -16,7 +16,8 @@ from click.testing import CliRunner  # noqa: E402
 from ahdi.pipeline.cli import main  # noqa: E402
 from tests import fixtures as fx  # noqa: E402
 from tests.clips import direction_clips, sample_video_dir  # noqa: E402
-from ahdi.train.ablate import GridError, expand_cells, load_grid  # noqa: E402
+from ahdi.pipeline.ablate import expand_cells, load_grid  # noqa: E402
+from ahdi.pipeline.errors import GridError  # noqa: E402
 
 GRID = """\
 representation: [sdi, ahdi]

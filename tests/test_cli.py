@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -190,3 +191,82 @@ def test_evaluate_refuses_a_file_that_is_not_a_checkpoint(converted, tmp_path):
     result = run("evaluate", tmp_path / "weights.pt", converted, "--out", tmp_path / "ev")
     assert result.exit_code == 1
     assert "is not an ahdi checkpoint: it has no config, model" in result.output
+
+
+class _RunsCode:
+    """A pickled object that, unpickled without weights_only, would run a command."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+@pytest.fixture(scope="module")
+def labelled(folder_tree, tmp_path_factory):
+    """The folder tree converted with its labels CSV (items with a numeric 'score')."""
+    out = tmp_path_factory.mktemp("cli") / "labelled.zarr"
+    result = run("convert", folder_tree["root"], "-o", out, *SMALL, "--labels",
+                 folder_tree["csv"], "-q")
+    # The CSV names one video that does not exist: it fails alone (exit 3).
+    assert result.exit_code == EXIT_SOME_FAILED, result.output
+    return out
+
+
+def test_checkpoints_and_weights_never_run_code(labelled, tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    marker = tmp_path / "pwned"
+    torch.save({"config": {}, "model": _RunsCode(marker)}, tmp_path / "evil.pt")
+    result = run("evaluate", tmp_path / "evil.pt", labelled, "--out", tmp_path / "ev")
+    assert result.exit_code == 1
+    assert f"Error: {tmp_path / 'evil.pt'} is not an ahdi checkpoint: torch cannot read it" \
+        in result.output
+    result = run("train", labelled, "--label", "score", "--weights", tmp_path / "evil.pt",
+                 "--out", tmp_path / "run", "--epochs", "1", "--quiet")
+    assert result.exit_code == 1
+    assert f"Error: {tmp_path / 'evil.pt'} is not a weights file: torch cannot read it" \
+        in result.output
+    assert not marker.exists()
+
+
+def test_weights_that_are_text_get_one_error_line(labelled, tmp_path):
+    pytest.importorskip("torch")
+    (tmp_path / "w.txt").write_text("hello\n")
+    result = run("train", labelled, "--label", "score", "--weights", tmp_path / "w.txt",
+                 "--out", tmp_path / "run", "--epochs", "1", "--quiet")
+    assert result.exit_code == 1, result.output
+    assert f"Error: {tmp_path / 'w.txt'} is not a weights file: torch cannot read it" \
+        in result.output
+    assert "Traceback" not in result.output
+
+
+def test_param_options_show_the_real_defaults_and_config_still_applies(folder_tree, tmp_path):
+    text = run("convert", "--help").output
+    assert "[default: 224]" in text and "[default: face]" in text
+    config = tmp_path / "p.yaml"
+    config.write_text("params: {size: 24, patch: 3, crop: center}\n")
+    out = tmp_path / "c.zarr"
+    result = run("convert", folder_tree["root"], "-o", out, "--config", config, "--patch", "5",
+                 "-q")
+    assert result.exit_code in (0, 3), result.output
+    params = open_store(out).params
+    # The config's size and crop hold (option defaults do not override them), --patch does.
+    assert (params.size, params.crop, params.patch) == (24, "center", 5)
+
+
+def test_ablate_takes_a_shipped_grid_by_name(tmp_path):
+    from ahdi.pipeline.ablate import resolve_grid, shipped_grids
+
+    assert resolve_grid("table3_patch") == shipped_grids()["table3_patch"]
+    assert resolve_grid("table3_patch.yaml") == shipped_grids()["table3_patch"]
+    own = tmp_path / "table3_patch.yaml"
+    own.write_text("patch: [3]\n")
+    assert resolve_grid(own) == own
+    result = run("ablate", "x", "--grid", "tabel3", "--task", "binary", "--label", "y",
+                 "--out", tmp_path / "a")
+    assert result.exit_code == 1
+    assert "Error: tabel3: no such grid file, and not the name of a shipped grid " \
+           "(example_samples, level2, table1_2_representations, table3_patch" in result.output

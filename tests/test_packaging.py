@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -74,10 +75,15 @@ def _venv_python(venv: Path) -> Path:
 @pytest.mark.slow
 def test_wheel_installs_and_runs_from_a_foreign_folder(tmp_path):
     """Build the wheel, install it non-editable in a fresh venv, run ahdi elsewhere."""
+    # Built from a copy, so the build leaves nothing in the checkout.
+    src = tmp_path / "src"
+    shutil.copytree(REPO, src, symlinks=True, ignore=shutil.ignore_patterns(
+        ".venv", ".git", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
+        ".hypothesis", "*.zarr", "ahdi-demo", "out"))
     dist = tmp_path / "dist"
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-         "-q", "-w", str(dist), str(REPO)],
+         "-q", "-w", str(dist), str(src)],
         capture_output=True, text=True, cwd=tmp_path)
     assert build.returncode == 0, build.stdout + build.stderr
     wheels = list(dist.glob("ahdi-*.whl"))
@@ -143,3 +149,93 @@ def test_wheel_installs_and_runs_from_a_foreign_folder(tmp_path):
     inspect = run("inspect", "tiny.zarr", "--json")
     assert inspect.returncode == 0, inspect.stderr
     assert '"done": 1' in inspect.stdout, inspect.stdout
+
+
+def test_the_cluster_extra_gives_a_working_dashboard():
+    """`pip install "ahdi[cluster]"` (docs/cluster.md) brings what the dashboard needs."""
+    import tomllib
+    import urllib.request
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]
+    assert any(req.startswith("bokeh") for req in extras["cluster"])
+    pytest.importorskip("bokeh")
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=":0") as cluster, Client(cluster):
+        port = cluster.scheduler.http_server.port
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/status", timeout=30) as page:
+            html = page.read().decode()
+    assert "needs bokeh" not in html
+    assert "<!DOCTYPE html>" in html
+
+
+# --------------------------------------------------------------------------
+# Dependencies flow one way (docs/architecture.md).
+# --------------------------------------------------------------------------
+PACKAGES = {"ahdi_kernels": "ahdi.kernels", "pipeline": "ahdi.pipeline", "train": "ahdi.train"}
+
+
+def _imports_of(path: Path, module: str) -> set[str]:
+    """Every module ``module`` (at ``path``) imports, anywhere in the file, absolute."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    package = module.rsplit(".", 1)[0]
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+                base = f"{parent}.{base}" if base else parent
+            found.add(base)
+            # `from ahdi.pipeline import store` imports the module ahdi.pipeline.store
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _our_modules() -> dict[str, set[str]]:
+    graph = {}
+    for folder, name in PACKAGES.items():
+        for path in sorted((REPO / folder).glob("*.py")):
+            module = f"{name}.{path.stem}" if path.stem != "__init__" else name
+            graph[module] = _imports_of(path, module)
+    return graph
+
+
+def _known(names: set[str], graph: dict) -> set[str]:
+    return {n for n in names if n in graph}
+
+
+def test_dependencies_flow_one_way():
+    graph = _our_modules()
+    problems = []
+    for module, imports in graph.items():
+        ours = _known(imports, graph)
+        if module.startswith("ahdi.kernels"):
+            bad = {m for m in ours if not m.startswith("ahdi.kernels")}
+            bad |= {m for m in imports if m.split(".")[0] in ("dask", "zarr", "click", "torch",
+                                                              "distributed", "yaml")}
+            problems += [f"{module} imports {m} (kernels import nothing of ours)" for m in bad]
+        if module.startswith("ahdi.train"):
+            # The trainer reads stores through the store's public API only.
+            allowed = {"ahdi.pipeline.store", "ahdi.pipeline.errors", "ahdi.pipeline.figures"}
+            bad = {m for m in ours if m.startswith("ahdi.pipeline") and m not in allowed
+                   and m != "ahdi.pipeline"}
+            problems += [f"{module} imports {m}" for m in bad]
+        if module.startswith("ahdi.pipeline") and module not in ("ahdi.pipeline.cli",
+                                                                 "ahdi.pipeline.ablate"):
+            # Only the orchestration (the CLI and ablate, which converts and
+            # trains) may reach into the trainer, and only its torch-free vocabulary
+            # at import time.
+            bad = {m for m in ours if m.startswith("ahdi.train")}
+            problems += [f"{module} imports {m} (only cli and ablate may)" for m in bad]
+    assert not problems, "\n".join(sorted(problems))
+
+
+def test_the_dependency_check_can_fail(tmp_path):
+    bad = tmp_path / "pooling.py"
+    bad.write_text("from ahdi.pipeline import store\nfrom ..train import engine\n")
+    assert {"ahdi.pipeline.store", "ahdi.train.engine"} <= _imports_of(bad, "ahdi.kernels.pooling")

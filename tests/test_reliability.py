@@ -29,8 +29,8 @@ from click.testing import CliRunner
 from ahdi.kernels import AhdiParams
 from ahdi.pipeline import graph
 from ahdi.pipeline.cli import EXIT_INTERRUPTED, EXIT_SOME_FAILED, main
-from ahdi.pipeline.datasets import resolve_source
 from ahdi.pipeline.graph import ClusterError, convert
+from ahdi.pipeline.resolve import resolve_source
 from ahdi.pipeline.store import LOCK_NAME, open_store
 
 from tests import fixtures as fx

@@ -1,18 +1,31 @@
-"""ahdi.pipeline.report: summary, montage, video plot, PNG export, HTML page."""
+"""The pictures of a store and of a run folder.
+
+ahdi.pipeline.summary (the text and JSON of ``ahdi inspect``),
+ahdi.pipeline.figures (montage, PNG files), ahdi.pipeline.video_figure (the
+per-video figure), ahdi.pipeline.html_report and ahdi.train.plots.
+"""
 
 from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import types
+import warnings
 
 import cv2
 import numpy as np
 import pytest
 
 from ahdi.kernels import AhdiParams, compute_ahdi
-from ahdi.pipeline import report
-from ahdi.pipeline.store import create_store, open_store
+from ahdi.pipeline import figures, video_figure
+from ahdi.pipeline.html_report import html_report
+from ahdi.pipeline.errors import StoreError
+from ahdi.pipeline.layout import create_store
+from ahdi.pipeline.store import open_store
+from ahdi.pipeline.summary import format_summary, summary
+from ahdi.train import plots
 from tests.fixtures import blob_frames
 
 S = 32
@@ -39,7 +52,7 @@ def store(tmp_path_factory):
             labels = {"sex": "m"}                      # missing numeric label
         items.append(types.SimpleNamespace(video_id=f"sub/v{i:02d}", subject=f"s{i // 2}",
                                            labels=labels, source=FakeSource(f"/v/{i}.mp4")))
-    path = tmp_path_factory.mktemp("report") / "store.zarr"
+    path = tmp_path_factory.mktemp("pictures") / "store.zarr"
     st = create_store(path, items, PARAMS, REPS, dataset="tiny", source="synthetic")
     for i in (0, 1, 3):
         frames = blob_frames(24, S, S, seed=i)
@@ -51,7 +64,7 @@ def store(tmp_path_factory):
 
 
 def test_summary_counts_failures_labels(store):
-    s = report.summary(store)
+    s = summary(store)
     json.dumps(s)                                        # serialisable as is
     assert s["counts"] == {"done": 3, "failed": 1, "pending": 1}
     assert s["n_items"] == 5 and s["dataset"] == "tiny" and s["source"] == "synthetic"
@@ -69,7 +82,7 @@ def test_summary_counts_failures_labels(store):
 
 
 def test_format_summary(store):
-    text = report.format_summary(report.summary(store))
+    text = format_summary(summary(store))
     assert "5: 3 done, 1 failed, 1 pending" in text
     assert f"[2] sub/v02: {FAIL_MESSAGE}" in text
     assert re.search(r"^\s+patch\s+3$", text, re.M)
@@ -79,40 +92,40 @@ def test_format_summary(store):
 
 
 def test_montage_skips_failed_and_pending(store):
-    img = report.montage(store, columns=3, tile=40)
+    img = figures.montage(store, columns=3, tile=40)
     assert img.dtype == np.uint8 and img.ndim == 3 and img.shape[2] == 3
     # 3 done items in 3 columns: one row, each cell at least 110 px wide
     assert img.shape[1] >= 3 * 110
-    one = report.montage(store, indices=[0, 2, 4], tile=40)   # only item 0 is done
+    one = figures.montage(store, indices=[0, 2, 4], tile=40)   # only item 0 is done
     assert one.shape[1] < img.shape[1]
     assert one.shape[0] < 40 + 100
 
 
 def test_montage_errors(store):
-    with pytest.raises(ValueError, match="holds no 'nope'"):
-        report.montage(store, rep="nope")
-    with pytest.raises(ValueError, match="no done item"):
-        report.montage(store, indices=[2, 4])
+    with pytest.raises(StoreError, match="holds no 'nope'"):
+        figures.montage(store, rep="nope")
+    with pytest.raises(StoreError, match="no done item"):
+        figures.montage(store, indices=[2, 4])
 
 
 def test_video_plot(store):
-    img = report.video_plot(store, "sub/v01")
+    img = video_figure.video_plot(store, "sub/v01")
     assert img.dtype == np.uint8 and img.shape[2] == 3
     assert img.shape[1] >= 600 and img.shape[0] > 400
-    assert np.array_equal(img, report.video_plot(store, 1))
-    failed = report.video_plot(store, 2)                     # a short panel, no error
+    assert np.array_equal(img, video_figure.video_plot(store, 1))
+    failed = video_figure.video_plot(store, 2)                     # a short panel, no error
     assert failed.dtype == np.uint8 and failed.shape[0] < img.shape[0]
 
 
 def test_video_plot_unknown_id(store):
-    with pytest.raises(ValueError, match=r"no video 'nope'.*known ids: sub/v00, sub/v01"):
-        report.video_plot(store, "nope")
-    with pytest.raises(ValueError, match="out of range"):
-        report.video_plot(store, 99)
+    with pytest.raises(StoreError, match=r"no video 'nope'.*known ids: sub/v00, sub/v01"):
+        video_figure.video_plot(store, "nope")
+    with pytest.raises(StoreError, match="out of range"):
+        video_figure.video_plot(store, 99)
 
 
 def test_export_pngs(store, tmp_path):
-    paths = report.export_pngs(store, tmp_path / "png")
+    paths = figures.export_pngs(store, tmp_path / "png")
     n_mdv = sum(len(store.mdv(i)) for i in (0, 1, 3))
     assert len(paths) == 3 * 4 + n_mdv
     assert str(tmp_path / "png" / "ahdi" / "sub__v00.png") in paths
@@ -128,11 +141,11 @@ def test_export_pngs(store, tmp_path):
 def test_save_png_error(tmp_path):
     (tmp_path / "file").write_text("x")
     with pytest.raises(OSError, match="file"):
-        report.save_png(tmp_path / "file" / "a.png", np.zeros((4, 4, 3), np.uint8))
+        figures.save_png(tmp_path / "file" / "a.png", np.zeros((4, 4, 3), np.uint8))
 
 
 def test_html_report(store, tmp_path):
-    path = report.html_report(store, tmp_path / "out" / "report.html")
+    path = html_report(store, tmp_path / "out" / "report.html")
     page = open(path, encoding="utf-8").read()
     assert page.startswith("<!DOCTYPE html>") and page.rstrip().endswith("</html>")
     for vid in ("sub/v00", "sub/v01", "sub/v03"):
@@ -143,3 +156,148 @@ def test_html_report(store, tmp_path):
     assert not re.search(r"""(src|href)=['"](?!data:)""", page)   # no external assets
     # 1 montage + 5 item plots
     assert page.count("data:image/png;base64,") == 6
+
+
+# ----------------------------------------------------------------------------
+# the per-video figure: ticks, bounds, any script
+# ----------------------------------------------------------------------------
+NON_ASCII_ID = "patient_Ä/ç"
+
+
+@pytest.fixture(scope="module")
+def short_store(tmp_path_factory):
+    """One done 16-frame item with a non-ASCII id, a non-ASCII label and a '$' label."""
+    item = types.SimpleNamespace(video_id=NON_ASCII_ID, subject="s0",
+                                 labels={"site": "Zürich", "note": r"$\nosuch$"},
+                                 source=FakeSource("/v/ä.mp4"))
+    path = tmp_path_factory.mktemp("short") / "store.zarr"
+    st = create_store(path, [item], PARAMS, REPS, dataset="short", source="synthetic")
+    st.write_item(0, compute_ahdi(blob_frames(16, S, S, seed=7), PARAMS, REPS), fps=25.0)
+    return open_store(path)
+
+
+def _motion_axes(fig):
+    return next(ax for ax in fig.axes if any(line.get_gid() == "motion" for line in ax.lines))
+
+
+def _png_back(path) -> np.ndarray:
+    img = cv2.imread(str(path))
+    assert img is not None, f"{path} is not a readable PNG"
+    assert img.std() > 0                                # something was drawn
+    return img
+
+
+def test_video_plot_short_clip_ticks_are_frames(short_store):
+    assert short_store.n_frames(0) == 16
+    fig = video_figure._video_figure(short_store, 0)
+    figures.render_figure(fig)                          # tick labels exist once drawn
+    ax = _motion_axes(fig)
+    lo, hi = ax.get_xlim()
+    shown = [(t.get_position()[0], t.get_text()) for t in ax.get_xticklabels()
+             if lo - 1e-9 <= t.get_position()[0] <= hi + 1e-9]
+    assert len(shown) >= 3
+    for position, text in shown:
+        # The OpenCV chart put ticks at 2.5, 7.5, ... and labelled them '2', '8'.
+        assert float(position).is_integer(), shown
+        assert text == str(int(position)), shown
+    bounds = [line.get_xdata()[0] for line in ax.lines if line.get_gid() == "bound"]
+    stored = short_store.segments(0)
+    assert stored.size >= 3 and bounds == [float(b) for b in stored]
+    assert lo <= min(bounds) and max(bounds) <= hi     # every bound is inside the axes
+
+
+def test_video_plot_keeps_non_ascii_ids(short_store, tmp_path):
+    fig = video_figure._video_figure(short_store, NON_ASCII_ID)
+    assert NON_ASCII_ID in fig.get_suptitle()
+    # Labels show as written: '$...$' is not read as TeX (which would fail to draw).
+    assert any(r"site=Zürich  note=$\nosuch$" in t.get_text() for t in fig.texts)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rgb = figures.render_figure(fig)
+    missing = [str(w.message) for w in caught if "missing from" in str(w.message)]
+    assert not missing, missing                         # every glyph is in the font
+    path = figures.save_png(tmp_path / "ä" / "plot.png", rgb)
+    img = _png_back(path)
+    assert img.shape[1] == 760 and 400 < img.shape[0] < 1200
+
+
+def test_video_plot_png_round_trip(store, tmp_path):
+    img = _png_back(figures.save_png(tmp_path / "plot.png", video_figure.video_plot(store, 0)))
+    assert img.shape[1] == 760 and 400 < img.shape[0] < 1200
+    failed = video_figure._video_figure(store, 2)
+    assert "failed" in failed.get_suptitle()
+    assert any("cannot decode frame 7" in t.get_text() for t in failed.texts)
+
+
+def test_drawing_never_imports_matplotlib_at_import(folder_tree, tmp_path):
+    code = (
+        "import sys\n"
+        "from click.testing import CliRunner\n"
+        "from ahdi.pipeline import figures, html_report, summary, video_figure\n"
+        "from ahdi.train import plots\n"
+        "assert 'matplotlib' not in sys.modules, 'importing the picture modules loaded it'\n"
+        "from ahdi.pipeline.cli import main\n"
+        f"r = CliRunner().invoke(main, ['convert', {str(folder_tree['root'])!r}, '-o', "
+        f"{str(tmp_path / 's.zarr')!r}, '--size', '16', '--patch', '3', '--crop', 'center', "
+        "'-q'])\n"
+        "assert r.exit_code == 0, r.output\n"
+        "assert 'matplotlib' not in sys.modules, 'converting imported matplotlib'\n")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ----------------------------------------------------------------------------
+# the trainer's plots
+# ----------------------------------------------------------------------------
+def test_learning_curves(tmp_path):
+    series = {"train": [1.0, 0.7, 0.5], "validation": [1.1, float("nan"), 0.8]}
+    fig = plots._learning_figure(series, "loss per epoch", "loss")
+    figures.render_figure(fig)
+    ax = fig.axes[0]
+    lo, hi = ax.get_xlim()
+    epochs = [t for t in ax.get_xticks() if lo <= t <= hi]
+    assert epochs == [1.0, 2.0, 3.0]                    # whole epochs only
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["train", "validation"]
+    path = plots.learning_curves(series, tmp_path / "lc.png")
+    assert _png_back(path).shape == (480, 640, 3)
+
+
+def test_scatter(tmp_path):
+    rng = np.random.default_rng(0)
+    t = rng.normal(size=20)
+    path = plots.scatter(t, t + rng.normal(scale=0.1, size=20), tmp_path / "scatter.png")
+    assert _png_back(path).shape == (480, 640, 3)
+
+
+def test_confusion_is_labelled(tmp_path):
+    y_true = np.array([0, 0, 0, 1, 1, 1, 1], bool)
+    y_pred = np.array([0, 1, 0, 1, 1, 0, 1], bool)
+    fig = plots._confusion_figure(y_true, y_pred, "confusion", ("no pain", "pain"))
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["pred no pain", "pred pain"]
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["true no pain", "true pain"]
+    assert ax.get_xlabel() == "predicted class" and ax.get_ylabel() == "true class"
+    counts = [t.get_text() for t in ax.texts]
+    assert counts == ["2", "1", "1", "3"]               # rows true 0/1, columns predicted 0/1
+    path = plots.confusion(y_true, y_pred, tmp_path / "confusion.png")
+    assert _png_back(path).shape == (480, 640, 3)
+
+
+def test_errorbar_plot(tmp_path):
+    series = {"representation=ahdi": [("3", 0.5, 0.1), ("5", 0.6, float("nan")),
+                                      ("9", float("nan"), 0.1)],
+              "representation=sdi": [("3", 0.4, 0.05), ("9", 0.45, 0.02)],
+              r"name=$\nosuch$": [("3", 0.3, 0.01)]}        # shown as written, not TeX
+    fig = plots._errorbar_figure(series, xlabel="patch", ylabel="mae", title="mae vs patch")
+    ax = fig.axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["3", "5", "9"]
+    assert ax.get_xlabel() == "patch" and ax.get_title() == "mae vs patch"
+    path = plots.errorbar_plot(series, tmp_path / "axis_patch.png", xlabel="patch",
+                               ylabel="mae", title="mae vs patch")
+    assert _png_back(path).shape == (480, 640, 3)
+
+
+def test_plot_write_failure_names_the_file(tmp_path):
+    (tmp_path / "file").write_text("x")
+    target = tmp_path / "file" / "lc.png"
+    with pytest.raises(OSError, match=re.escape(str(target))):
+        plots.learning_curves({"train": [1.0, 0.5]}, target)

@@ -1,4 +1,5 @@
-"""ahdi.pipeline.store: layout, writes, resume, readers, plain-Zarr readability, lock."""
+"""ahdi.pipeline.store, .layout and .lock: layout, writes, resume, readers, plain-Zarr
+readability, lock."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ import pytest
 import zarr
 
 from ahdi.kernels.params import AhdiParams
-from ahdi.pipeline.store import (LOCK_NAME, Store, StoreError, create_store, open_store,
-                            segments_width)
+from ahdi.pipeline.errors import StoreError
+from ahdi.pipeline.layout import array_specs, create_store, segments_width
+from ahdi.pipeline.lock import hold_lock, refuse_if_locked
+from ahdi.pipeline.store import LOCK_NAME, Store, open_store
 
 S = 16
 PARAMS = AhdiParams(size=S, patch=3, n_segments=4)   # mdv capacity 3
@@ -448,3 +451,70 @@ def test_resume_takes_edited_labels_and_subjects(tmp_path):
                                          r"asked pain \(text\), group \(text\); use --overwrite"):
         create_store(tmp_path / "s.zarr", items(["low", "high", "low"], ["p0", "p1", "p1"]),
                      params, ["ahdi"], dataset="d", source="x")
+
+
+# ----------------------------------------------------------------------------
+def test_array_specs_match_the_layout(tmp_path):
+    st = new_store(tmp_path)
+    specs = array_specs(make_items(4), PARAMS, list(REPS))
+    g = zarr.open_group(st.path, mode="r")
+    assert sorted(s.name for s in specs) == sorted(g.array_keys())
+    for spec in specs:
+        arr = g[spec.name]
+        assert arr.shape == spec.shape and arr.chunks == spec.chunks, spec.name
+        assert tuple(arr.metadata.dimension_names) == spec.dims, spec.name
+        assert arr.attrs["description"] == spec.description, spec.name
+    # the listing columns are whole-column chunks; every other array is chunked by item
+    written = {s.name for s in specs if s.values is not None}
+    assert written == {"video_id", "subject", "source", "label_pain", "label_sex"}
+    assert all(s.chunks[0] == 1 for s in specs if s.name not in written)
+
+
+def test_representations_validated_by_kernels_vocabulary(tmp_path):
+    st = new_store(tmp_path, reps=["flow", "ahdi", "flow"])
+    assert st.representations == ["ahdi", "flow"]         # canonical order, no repeats
+    assert new_store(tmp_path, reps="sdi", name="one.zarr").representations == ["sdi"]
+    with pytest.raises(ValueError, match="no representation requested"):
+        new_store(tmp_path, reps=[], name="none.zarr")
+    with pytest.raises(ValueError, match=r"unknown representation\(s\) rgb; choose from ahdi"):
+        new_store(tmp_path, reps=["rgb"], name="bad.zarr")
+
+
+def test_mdv_counts_reads_counts_only(tmp_path):
+    st = new_store(tmp_path)
+    st.write_item(1, make_result(1, m=2), fps=25)
+    st.write_item(3, make_result(3, m=3), fps=25)
+    np.testing.assert_array_equal(st.mdv_counts(), [0, 2, 0, 3])
+    np.testing.assert_array_equal(st.mdv_counts([3, 1]), [3, 2])
+    assert st.mdv_counts([]).shape == (0,)
+    with pytest.raises(IndexError, match="out of range"):
+        st.mdv_counts([4])
+    with pytest.raises(StoreError, match="holds no 'mdv'"):
+        new_store(tmp_path, reps=["ahdi"], name="no_mdv.zarr").mdv_counts()
+
+
+def test_rewrite_column_only_listing_columns(tmp_path):
+    st = new_store(tmp_path)
+    assert st.rewrite_column("subject", ["s0", "s0", "s1", "s1"]) is False   # unchanged
+    assert st.rewrite_column("subject", ["a", "b", "c", "d"]) is True
+    assert list(open_store(st.path).subjects()) == ["a", "b", "c", "d"]
+    assert st.rewrite_column("label_pain", np.array([0.0, 1.0, np.nan, 3.0])) is False
+    with pytest.raises(ValueError, match="'status' is not a column of the item listing"):
+        st.rewrite_column("status", ["done"] * 4)
+    with pytest.raises(ValueError, match="3 values for the 4 items"):
+        st.rewrite_column("source", ["x", "y", "z"])
+    with pytest.raises(StoreError, match="open it with mode='r\\+'"):
+        open_store(st.path).rewrite_column("subject", ["a"] * 4)
+
+
+def test_lock_functions_work_on_any_lock_file(tmp_path):
+    lock_path = str(tmp_path / "some.lock")
+    refuse_if_locked(lock_path)                            # no file: nobody holds it
+    with hold_lock(lock_path, what="s3://bucket/x.zarr") as held:
+        assert held.path == lock_path and held.note is None
+        with pytest.raises(StoreError, match="store s3://bucket/x.zarr is locked by pid"):
+            refuse_if_locked(lock_path, what="s3://bucket/x.zarr")
+        with pytest.raises(StoreError, match=f"store {tmp_path} is locked by pid"):
+            with hold_lock(lock_path):
+                pass
+    assert not os.path.exists(lock_path)

@@ -41,7 +41,7 @@ def build_direction_store(path, size: int = 48, clip_len: int = 12, clips_per_vi
     to this gain (forward = edges darkening, backwards = edges lighting up).
     """
     from ahdi.kernels import AhdiParams, compute_ahdi
-    from ahdi.pipeline.store import create_store
+    from ahdi.pipeline.layout import create_store
     params = AhdiParams(size=size, crop="center", patch=3, n_segments=3, min_len=3)
     items, clips = [], []
     for v, k, s, forward, clip in direction_clips(size, clip_len, clips_per_video, fade):

@@ -7,21 +7,13 @@ needs it): the engine is imported inside the command bodies.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import click
 
-TASKS = ("regression", "binary")
-REPRESENTATIONS = ("ahdi", "sdi", "mean", "flow", "mdv")
-MODELS = ("single", "mdv:avg", "mdv:max", "mdv:rank", "mdv:lstm", "mdv:attention")
-ARCHS = ("resnet18", "resnet34", "resnet50")
+from ahdi.pipeline.errors import AhdiError
 
-
-def _fail(exc: Exception) -> click.ClickException:
-    msg = str(exc)
-    if isinstance(exc, KeyError) and exc.args:
-        msg = str(exc.args[0])
-    return click.ClickException(msg)
+from .vocab import (ARCHS, DEVICES, IN_MEMORY, MODELS, REPRESENTATIONS, TASKS,
+                    default_representation)
 
 
 def _format_metrics(result: dict) -> str:
@@ -59,15 +51,15 @@ def _format_metrics(result: dict) -> str:
 @click.option("--lr", type=float, default=1e-3, show_default=True)
 @click.option("--weight-decay", type=float, default=1e-4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto",
-              show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where to run; auto takes CUDA when torch sees it.")
 @click.option("--compile", "compile_", is_flag=True, help="torch.compile the model.")
 @click.option("--max-folds", type=click.IntRange(min=1), default=None,
               help="Run only the first N folds (a quick look).")
 @click.option("--size", type=click.IntRange(min=8), default=None,
               help="Resize the model input to SIZE x SIZE (default: the store's size).")
 @click.option("--no-augment", is_flag=True, help="Train without augmentation.")
-@click.option("--in-memory", type=click.Choice(("auto", "always", "never")), default="auto",
+@click.option("--in-memory", type=click.Choice(IN_MEMORY), default="auto",
               show_default=True, help="Hold the images in (GPU) memory or stream them.")
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="Run folder to write.")
@@ -86,9 +78,9 @@ def train_command(store, task, label, positive, protocol, representation, model,
             --protocol loso --weights imagenet --epochs 20 --out runs/unbc
     """
     from .engine import TrainConfig, run_training
-    from .models import WeightsNotFoundError
+
     if representation is None:
-        representation = "mdv" if model.startswith("mdv:") else "ahdi"
+        representation = default_representation(model)
     cfg = TrainConfig(store=store, label=label, task=task, positive=positive, protocol=protocol,
                       representation=representation, model=model, arch=arch, weights=weights,
                       epochs=epochs, batch_size=batch_size, lr=lr, weight_decay=weight_decay,
@@ -97,12 +89,8 @@ def train_command(store, task, label, positive, protocol, representation, model,
                       progress=not quiet)
     try:
         result = run_training(cfg)
-    except (ValueError, KeyError, FileNotFoundError, WeightsNotFoundError, AssertionError) as exc:
-        raise _fail(exc) from None
-    except Exception as exc:
-        if type(exc).__name__ == "StoreError":
-            raise _fail(exc) from None
-        raise
+    except AhdiError as exc:
+        raise click.ClickException(str(exc)) from None
     click.echo(_format_metrics(result))
     click.echo(f"run folder: {out}")
 
@@ -113,8 +101,8 @@ def train_command(store, task, label, positive, protocol, representation, model,
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="Folder for metrics.json, predictions.csv and plots.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
-@click.option("--device", type=click.Choice(("auto", "cpu", "cuda")), default="auto",
-              show_default=True)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True,
+              help="Where to run; auto takes CUDA when torch sees it.")
 @click.option("--json", "as_json", is_flag=True, help="Print metrics.json instead of a table.")
 def evaluate_command(checkpoint, store, out, batch_size, device, as_json):
     """Apply a trained model (CHECKPOINT file, or a run folder: all fold models
@@ -131,12 +119,8 @@ def evaluate_command(checkpoint, store, out, batch_size, device, as_json):
     try:
         result = evaluate_checkpoint(checkpoint, store, out, batch_size=batch_size,
                                      device=device)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
-        raise _fail(exc) from None
-    except Exception as exc:
-        if type(exc).__name__ == "StoreError":
-            raise _fail(exc) from None
-        raise
+    except AhdiError as exc:
+        raise click.ClickException(str(exc)) from None
     if as_json:
         click.echo(json.dumps(result, indent=2, default=str))
     else:
@@ -144,48 +128,3 @@ def evaluate_command(checkpoint, store, out, batch_size, device, as_json):
         if "note" in result:
             click.echo(f"note: {result['note']}")
     click.echo(f"predictions: {out}/predictions.csv")
-
-
-@click.command("ablate")
-@click.argument("source")
-@click.option("--grid", "grid", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="YAML grid file: the axes to sweep and the shared settings.")
-@click.option("--task", type=click.Choice(TASKS), required=True)
-@click.option("--label", required=True, help="Label column to predict.")
-@click.option("--positive", default=None, help="binary: the label value that counts as 1.")
-@click.option("--protocol", default="loso", show_default=True, help="loso | kfold:K | split:COLUMN")
-@click.option("--labels", type=click.Path(), help="Labels CSV for a folder of videos.")
-@click.option("--root", type=click.Path(), help="Root folder of a dataset named in datasets.yaml.")
-@click.option("--scheduler", default=None, help="Conversions' Dask scheduler (tcp://HOST:PORT).")
-@click.option("--workers", type=click.IntRange(min=1), help="Local conversion workers.")
-@click.option("--out", "out", type=click.Path(file_okay=False), required=True,
-              help="Folder for the stores, the cells' runs and the tables.")
-def ablate_command(source, grid, task, label, positive, protocol, labels, root, scheduler,
-                   workers, out):
-    """Run the paper's comparisons on SOURCE: one cell per combination of the grid's axes.
-
-    Each distinct conversion parameter set is converted once (reused when its
-    store exists), every cell is trained with the same folds and seeds, and
-    OUT gets results.csv (cell x fold), table.md (mean ± std, best in bold)
-    and one PNG per swept axis. Re-running resumes; a grown grid computes
-    only its new cells.
-
-    Example: ahdi ablate ~/clinic --labels clinic.csv --task regression
-    --label vas --grid docs/grids/table3_patch.yaml --out ablations/patch
-    """
-    from ahdi.pipeline.datasets import DatasetError
-    from ahdi.pipeline.graph import ClusterError
-    from ahdi.pipeline.store import StoreError
-    from ahdi.train.ablate import GridError, run_ablation
-
-    try:
-        summary = run_ablation(source, grid, out, task=task, label=label, protocol=protocol,
-                               positive=positive, labels_csv=labels, root=root,
-                               scheduler=scheduler, workers=workers,
-                               log=lambda line: click.echo(line, err=True))
-    except (GridError, DatasetError, StoreError, ClusterError, ValueError) as exc:
-        raise _fail(exc)
-    click.echo(f"{summary['cells']} cells: {len(summary['converted'])} conversions, "
-               f"{len(summary['trained'])} trainings ({len(summary['reused_stores'])} stores "
-               f"and {len(summary['reused_cells'])} cells reused)")
-    click.echo(f"table: {Path(out) / 'table.md'}")

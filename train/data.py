@@ -23,14 +23,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-REPRESENTATIONS = ("ahdi", "sdi", "mean", "flow", "mdv")
+from ahdi.pipeline.errors import AhdiError
+
+from .vocab import IN_MEMORY, REPRESENTATIONS, TASKS, check_choice
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 _MISSING_TEXT = {"", "nan"}          # the store writes "" for a missing text label
 
 
-class DataError(ValueError):
+class DataError(AhdiError, ValueError):
     """The store cannot give what the run asks for (message says why)."""
+
+
+class NoLabelValuesError(DataError):
+    """No done item of the store has a value for the label asked for."""
 
 
 @dataclasses.dataclass
@@ -68,11 +75,11 @@ def select_items(store, label: str, task: str, positive: str | None = None,
     Binary targets come from a numeric 0/1 label, or from a text (or
     numeric) label compared with ``positive``.
     """
-    if task not in ("regression", "binary"):
-        raise DataError(f"unknown task {task!r}; expected regression or binary")
-    if representation not in REPRESENTATIONS:
-        raise DataError(f"unknown representation {representation!r}; "
-                        f"expected one of {', '.join(REPRESENTATIONS)}")
+    try:
+        check_choice("task", task, TASKS)
+        check_choice("representation", representation, REPRESENTATIONS)
+    except ValueError as exc:
+        raise DataError(str(exc)) from None
     have = list(store.representations)
     if representation not in have:
         raise DataError(f"representation {representation!r} is not in this store; "
@@ -92,7 +99,7 @@ def select_items(store, label: str, task: str, positive: str | None = None,
     keep = done & ~_missing(values)
     counts["unlabelled"] = int(np.sum(done & _missing(values)))
     if not keep.any():
-        raise DataError(f"no done item has a value for label {label!r}")
+        raise NoLabelValuesError(f"no done item has a value for label {label!r}")
     idx = np.flatnonzero(keep)
     v = values[idx]
     numeric = _as_float(v)
@@ -144,22 +151,6 @@ def read_mdv(store, indices, m_max: int) -> tuple[np.ndarray, np.ndarray]:
         out[j, :n] = stack[:n]
         counts[j] = n
     return out, counts
-
-
-def mdv_counts(store, indices) -> np.ndarray:
-    """How many MDV images each item has, without reading the stacks when possible."""
-    indices = np.asarray(indices, np.int64)
-    counts = None
-    if callable(getattr(store, "mdv_counts", None)):
-        counts = np.asarray(store.mdv_counts(), np.int64)
-    elif callable(getattr(store, "_array", None)):
-        try:    # ahdi.pipeline.store keeps the per-item count in the 'mdv_count' array
-            counts = np.asarray(store._array("mdv_count")[:], np.int64)
-        except Exception:  # noqa: BLE001 - other layouts: read the stacks
-            counts = None
-    if counts is not None:
-        return counts[indices]
-    return np.array([np.asarray(store.mdv(int(i))).shape[0] for i in indices], np.int64)
 
 
 def memory_budget(device: torch.device, margin: float = 0.5) -> int:
@@ -241,15 +232,14 @@ class ImageSource:
         self.size = int(store.size)
         n = len(selection)
         if representation == "mdv":
-            self.counts_np = mdv_counts(store, selection.indices)
+            self.counts_np = np.asarray(store.mdv_counts(selection.indices), np.int64)
             if (self.counts_np < 1).any():
                 raise DataError("some done items have no MDV images")
             self.m_max = int(self.counts_np.max())
         else:
             self.counts_np, self.m_max = None, 1
         self.nbytes = n * self.m_max * self.size * self.size * 3
-        if in_memory not in ("auto", "always", "never"):
-            raise ValueError(f"in_memory must be auto, always or never, got {in_memory!r}")
+        check_choice("in_memory setting", in_memory, IN_MEMORY)
         self.in_memory = (in_memory == "always"
                           or (in_memory == "auto" and self.nbytes <= memory_budget(device)))
         if self.in_memory:

@@ -33,12 +33,19 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from ahdi.pipeline.errors import AhdiError, SettingError
+
 from . import metrics as M
 from . import plots
-from .data import BatchTransform, DataError, ImageSource, Selection, select_items
+from .data import (BatchTransform, DataError, ImageSource, NoLabelValuesError,
+                   Selection, select_items)
 from .models import build_model, parse_model
 from .splits import Fold, assert_no_leak, make_folds
+from .vocab import DEVICES, TASKS, check_choice
 
+
+class CheckpointError(AhdiError, ValueError):
+    """A file or run folder given as a checkpoint is not one (the message says why)."""
 
 @dataclasses.dataclass
 class TrainConfig:
@@ -70,25 +77,23 @@ class TrainConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if self.task not in ("regression", "binary"):
-            raise ValueError(f"unknown task {self.task!r}; expected regression or binary")
+        check_choice("task", self.task, TASKS)
         kind, _ = parse_model(self.model)
         if (kind == "mdv") != (self.representation == "mdv"):
-            raise ValueError(f"model {self.model!r} needs representation "
+            raise SettingError(f"model {self.model!r} needs representation "
                              f"{'mdv' if kind == 'mdv' else 'ahdi, sdi, mean or flow'}, "
                              f"got {self.representation!r}")
         for name in ("epochs", "batch_size"):
             if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.device not in ("auto", "cpu", "cuda"):
-            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+                raise SettingError(f"{name} must be >= 1")
+        check_choice("device", self.device, DEVICES)
 
 
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda asked for, but torch sees no CUDA device")
+        raise SettingError("--device cuda asked for, but torch sees no CUDA device")
     return torch.device(name)
 
 
@@ -400,9 +405,9 @@ def _train_fold(cfg, fi, fold: Fold, n_folds, sel, source, targets_raw, device, 
         pred = outputs_to_predictions(cfg.task, raw, t_mean, t_std)
     fold_metrics = M.compute_metrics(cfg.task, sel.targets[pos], pred)
     ckpt = out / "checkpoints" / f"fold{fi + 1:02d}-{_safe(fold.name)}.pt"
+    # Weights and plain values only, so the file loads with weights_only=True.
     torch.save({
-        "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(), "epoch": cfg.epochs,
+        "model": model.state_dict(), "epoch": cfg.epochs,
         "config": dataclasses.asdict(cfg), "fold": fold.name,
         "target_mean": t_mean, "target_std": t_std,
         "input_size": int(cfg.size or source.size), "store_param_hash": param_hash,
@@ -420,10 +425,10 @@ def _checkpoint_files(checkpoint) -> list[Path]:
     if p.is_dir():
         files = sorted((p / "checkpoints").glob("*.pt")) or sorted(p.glob("*.pt"))
         if not files:
-            raise FileNotFoundError(f"no checkpoints (*.pt) in {p} or {p / 'checkpoints'}")
+            raise CheckpointError(f"no checkpoints (*.pt) in {p} or {p / 'checkpoints'}")
         return files
     if not p.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+        raise CheckpointError(f"checkpoint not found: {p}")
     return [p]
 
 
@@ -433,15 +438,16 @@ CHECKPOINT_KEYS = ("config", "model")
 def load_checkpoint(path) -> dict:
     """Read an ahdi checkpoint, or say clearly why the file is not one."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        # weights_only: a checkpoint file from elsewhere must not run code.
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # unpickling errors have many types
-        raise ValueError(f"{path} is not an ahdi checkpoint: torch cannot read it "
-                         f"({type(exc).__name__}: {exc})") from exc
+        raise CheckpointError(f"{path} is not an ahdi checkpoint: torch cannot read it "
+                              f"({type(exc).__name__}: {exc})") from exc
     missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
-        raise ValueError(f"{path} is not an ahdi checkpoint: it has no "
-                         f"{', '.join(missing)} (a checkpoint is what `ahdi train` writes "
-                         f"under RUN_DIR/checkpoints)")
+        raise CheckpointError(f"{path} is not an ahdi checkpoint: it has no "
+                              f"{', '.join(missing)} (a checkpoint is what `ahdi train` writes "
+                              f"under RUN_DIR/checkpoints)")
     return ckpt
 
 
@@ -468,9 +474,7 @@ def evaluate_checkpoint(checkpoint, store_path, out, *, batch_size: int = 64,
     if has_label:
         try:
             sel = select_items(store, cfg.label, cfg.task, cfg.positive, cfg.representation)
-        except DataError as exc:
-            if "has a value" not in str(exc):
-                raise
+        except NoLabelValuesError:
             has_label = False
     if sel is None:
         sel = _unlabelled_selection(store, cfg.representation)

@@ -26,25 +26,23 @@ import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
-ARCHS = ("resnet18", "resnet34", "resnet50")
-POOLINGS = ("avg", "max", "rank", "lstm", "attention")
+from ahdi.pipeline.errors import AhdiError, SettingError
+
+from .vocab import ARCHS, MODELS, POOLINGS, check_choice
+
 _WEIGHTS_ENUM = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
                  "resnet50": "ResNet50_Weights"}
 
 
-class WeightsNotFoundError(FileNotFoundError):
+class WeightsNotFoundError(AhdiError, FileNotFoundError):
     """ImageNet weights requested but not in the local torch cache."""
 
 
 def parse_model(model: str) -> tuple[str, str | None]:
     """``'single'`` -> ('single', None); ``'mdv:rank'`` -> ('mdv', 'rank')."""
-    if model == "single":
-        return "single", None
+    check_choice("model", model, MODELS)
     kind, _, pool = model.partition(":")
-    if kind == "mdv" and pool in POOLINGS:
-        return "mdv", pool
-    raise ValueError(f"unknown model {model!r}; expected single or "
-                     f"mdv:{{{'|'.join(POOLINGS)}}}")
+    return kind, pool or None
 
 
 def imagenet_weights_file(arch: str) -> Path:
@@ -55,23 +53,26 @@ def imagenet_weights_file(arch: str) -> Path:
 
 
 def _load_state(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise WeightsNotFoundError(f"weights file not found: {path}")
     try:
+        # weights_only: a weights file from elsewhere must not run code.
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"weights file not found: {path}") from None
+    except Exception as exc:  # unpickling errors have many types
+        raise SettingError(f"{path} is not a weights file: torch cannot read it "
+                           f"({type(exc).__name__}: {exc})") from None
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         # one of our checkpoints: keep the backbone part
         state = {k[len("backbone."):]: v for k, v in state["model"].items()
                  if k.startswith("backbone.")}
     if not isinstance(state, dict):
-        raise ValueError(f"{path} does not hold a state_dict")
+        raise SettingError(f"{path} does not hold a state_dict")
     return state
 
 
 def build_backbone(arch: str = "resnet18", weights: str = "none") -> tuple[nn.Module, int]:
     """ResNet ``arch`` without its classifier (``fc`` = Identity), and its feature size."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown arch {arch!r}; expected one of {', '.join(ARCHS)}")
+    check_choice("arch", arch, ARCHS)
     net = getattr(torchvision.models, arch)(weights=None)
     feat_dim = net.fc.in_features
     net.fc = nn.Identity()
@@ -93,8 +94,8 @@ def build_backbone(arch: str = "resnet18", weights: str = "none") -> tuple[nn.Mo
     state = {k: v for k, v in state.items() if not k.startswith("fc.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise ValueError(f"weights {weights!r} do not fit {arch}: missing {missing[:3]}, "
-                         f"unexpected {unexpected[:3]}")
+        raise SettingError(f"weights {weights!r} do not fit {arch}: missing {missing[:3]}, "
+                           f"unexpected {unexpected[:3]}")
     return net, feat_dim
 
 
@@ -133,8 +134,7 @@ class MDVNet(nn.Module):
 
     def __init__(self, backbone: nn.Module, feat_dim: int, pooling: str, hidden: int = 256):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling {pooling!r}; expected one of {POOLINGS}")
+        check_choice("pooling", pooling, POOLINGS)
         self.backbone = backbone
         self.pooling = pooling
         self.channels_last = False     # set by the engine on CUDA

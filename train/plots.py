@@ -1,28 +1,56 @@
-"""Run-folder plots drawn with OpenCV (no matplotlib).
+"""Run-folder plots drawn with matplotlib.
 
 ``learning_curves`` (loss per epoch, one line per series), ``scatter``
-(predicted vs true, with the y = x line) and ``confusion`` (2 x 2 counts).
-Each writes a PNG and returns its path.
+(predicted vs true, with the y = x line), ``confusion`` (2 x 2 counts,
+labelled) and ``errorbar_plot`` (a metric along one ablation axis). Each
+writes a PNG and returns its path.
+
+Figures are :class:`matplotlib.figure.Figure` objects rendered by Agg
+(:func:`ahdi.pipeline.figures.render_figure`), never pyplot, so a user's
+backend and open figures stay as they are; matplotlib is imported inside
+each function. Every file goes through
+:func:`ahdi.pipeline.figures.save_png`, which raises an ``OSError`` naming
+the file when it cannot be written.
 """
 
 from __future__ import annotations
 
-import cv2
+import os
+from typing import TYPE_CHECKING
+
 import numpy as np
 
-W, H = 640, 480
-L, R, T, B = 70, 20, 40, 55          # margins
-COLOURS = [(200, 90, 30), (40, 140, 230), (60, 170, 60), (40, 40, 200), (150, 60, 150)]
-FONT = cv2.FONT_HERSHEY_SIMPLEX
+from ahdi.pipeline.figures import render_figure, save_png
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+W, H, DPI = 640, 480, 100              # pixels, as the run folders always had
 
 
-def _canvas(title: str) -> np.ndarray:
-    img = np.full((H, W, 3), 255, np.uint8)
-    cv2.putText(img, title, (L, 25), FONT, 0.6, (0, 0, 0), 1, cv2.LINE_AA)
-    return img
+def _figure(title: str) -> tuple[Figure, Axes]:
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(W / DPI, H / DPI), dpi=DPI, facecolor="white", layout="constrained")
+    ax = fig.add_subplot()
+    ax.set_title(title, fontsize=11, parse_math=False)
+    return fig, ax
 
 
-def _nice_range(lo: float, hi: float) -> tuple[float, float]:
+def _legend(ax: Axes, **kwargs) -> None:
+    """A legend whose names (axis values, run names) show as written, never as TeX."""
+    for text in ax.legend(frameon=False, **kwargs).get_texts():
+        text.set_parse_math(False)
+
+
+def _write(fig: Figure, path: str | os.PathLike) -> str:
+    """Render ``fig`` and write it as PNG; an OSError names the file on failure."""
+    return save_png(path, render_figure(fig))
+
+
+def _padded(lo: float, hi: float) -> tuple[float, float]:
+    """``[lo, hi]`` widened by 5 % (or around a single value), finite."""
     if not np.isfinite(lo) or not np.isfinite(hi):
         return 0.0, 1.0
     if hi - lo < 1e-12:
@@ -32,125 +60,178 @@ def _nice_range(lo: float, hi: float) -> tuple[float, float]:
     return lo - pad, hi + pad
 
 
-def _axes(img, xr, yr, xlabel, ylabel, xticks=None):
-    x0, y0, x1, y1 = L, H - B, W - R, T
-    cv2.rectangle(img, (x0, y1), (x1, y0), (0, 0, 0), 1)
+def _learning_figure(series: dict[str, list[float]], title: str, ylabel: str) -> Figure:
+    from matplotlib.ticker import MaxNLocator
 
-    def px(x):
-        return int(round(x0 + (x - xr[0]) / (xr[1] - xr[0]) * (x1 - x0)))
-
-    def py(y):
-        return int(round(y0 - (y - yr[0]) / (yr[1] - yr[0]) * (y0 - y1)))
-
-    for v in (xticks if xticks is not None else np.linspace(xr[0], xr[1], 5)):
-        cv2.line(img, (px(v), y0), (px(v), y0 + 4), (0, 0, 0), 1)
-        cv2.putText(img, f"{v:.3g}", (px(v) - 12, y0 + 18), FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    for v in np.linspace(yr[0], yr[1], 5):
-        cv2.line(img, (x0 - 4, py(v)), (x0, py(v)), (0, 0, 0), 1)
-        cv2.putText(img, f"{v:.3g}", (5, py(v) + 4), FONT, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, xlabel, ((x0 + x1) // 2 - 20, H - 12), FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, ylabel, (5, T - 8), FONT, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
-    return px, py
+    fig, ax = _figure(title)
+    for name, values in series.items():
+        y = np.asarray(values, np.float64)
+        ax.plot(np.arange(1, y.size + 1), y, marker="o", markersize=4, linewidth=2,
+                label=str(name))
+    ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))    # epochs are whole
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(color="#e6e6e6", linewidth=0.8)
+    if series:
+        _legend(ax)
+    return fig
 
 
 def learning_curves(series: dict[str, list[float]], path, title: str = "learning curves",
                     ylabel: str = "loss") -> str:
-    """One line per named series over epochs 1..n."""
-    vals = np.array([v for s in series.values() for v in s if np.isfinite(v)], np.float64)
-    n = max((len(s) for s in series.values()), default=1)
-    yr = _nice_range(vals.min(), vals.max()) if vals.size else (0.0, 1.0)
-    xr = (1.0, float(max(n, 2)))
-    img = _canvas(title)
-    ticks = np.unique(np.linspace(1, xr[1], min(n, 10)).round())
-    px, py = _axes(img, xr, yr, "epoch", ylabel, xticks=ticks)
-    for k, (name, s) in enumerate(series.items()):
-        col = COLOURS[k % len(COLOURS)]
-        pts = [(px(i + 1), py(v)) for i, v in enumerate(s) if np.isfinite(v)]
-        for a, b in zip(pts[:-1], pts[1:]):
-            cv2.line(img, a, b, col, 2, cv2.LINE_AA)
-        for p in pts:
-            cv2.circle(img, p, 3, col, -1, cv2.LINE_AA)
-        cv2.putText(img, name, (W - R - 150, T + 20 + 18 * k), FONT, 0.5, col, 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), img)
-    return str(path)
+    """One line per named series over epochs 1..n.
+
+    Parameters
+    ----------
+    series : dict of str to list of float
+        Legend name -> value per epoch (NaN leaves a gap).
+    path : str or PathLike
+        PNG to write (parent folders are created).
+    title, ylabel : str
+        Figure title and y-axis label.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (the message names it).
+    """
+    return _write(_learning_figure(series, title, ylabel), path)
+
+
+def _scatter_figure(y_true, y_pred, title: str) -> Figure:
+    t = np.asarray(y_true, np.float64).reshape(-1)
+    p = np.asarray(y_pred, np.float64).reshape(-1)
+    both = np.concatenate([t, p])
+    both = both[np.isfinite(both)]
+    lo, hi = _padded(both.min(), both.max()) if both.size else (0.0, 1.0)
+    fig, ax = _figure(title)
+    ax.plot([lo, hi], [lo, hi], color="#969696", linewidth=1, label="y = x")
+    ax.scatter(t, p, s=16, color="tab:blue", label="items")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel("true")
+    ax.set_ylabel("predicted")
+    ax.grid(color="#e6e6e6", linewidth=0.8)
+    _legend(ax, loc="upper left")
+    return fig
 
 
 def scatter(y_true, y_pred, path, title: str = "predicted vs true") -> str:
-    """Predicted against true values with the identity line."""
-    t = np.asarray(y_true, np.float64)
-    p = np.asarray(y_pred, np.float64)
-    both = np.concatenate([t, p])
-    r = _nice_range(both.min(), both.max()) if both.size else (0.0, 1.0)
-    img = _canvas(title)
-    px, py = _axes(img, r, r, "true", "predicted")
-    cv2.line(img, (px(r[0]), py(r[0])), (px(r[1]), py(r[1])), (150, 150, 150), 1, cv2.LINE_AA)
-    for a, b in zip(t, p):
-        cv2.circle(img, (px(a), py(b)), 3, COLOURS[0], -1, cv2.LINE_AA)
-    cv2.imwrite(str(path), img)
-    return str(path)
+    """Predicted against true values with the identity line.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (the message names it).
+    """
+    return _write(_scatter_figure(y_true, y_pred, title), path)
+
+
+def _confusion_figure(y_true, y_label, title: str, names) -> Figure:
+    t = np.asarray(y_true).astype(bool)
+    y = np.asarray(y_label).astype(bool)
+    m = np.array([[np.sum(~t & ~y), np.sum(~t & y)], [np.sum(t & ~y), np.sum(t & y)]])
+    fig, ax = _figure(title)
+    ax.imshow(m, cmap="Blues", vmin=0, vmax=max(int(m.max()), 1))
+    for i in range(2):
+        for j in range(2):
+            # Dark cells get white digits so every count stays readable.
+            dark = m[i, j] > 0.6 * max(int(m.max()), 1)
+            ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=20,
+                    color="white" if dark else "black")
+    ax.set_xticks([0, 1], [f"pred {n}" for n in names[:2]], parse_math=False)
+    ax.set_yticks([0, 1], [f"true {n}" for n in names[:2]], parse_math=False)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    return fig
 
 
 def confusion(y_true, y_label, path, title: str = "confusion matrix",
               names=("0", "1")) -> str:
-    """2 x 2 confusion matrix, rows = true class, columns = predicted class."""
-    t = np.asarray(y_true).astype(bool)
-    y = np.asarray(y_label).astype(bool)
-    m = np.array([[np.sum(~t & ~y), np.sum(~t & y)], [np.sum(t & ~y), np.sum(t & y)]])
-    img = _canvas(title)
-    cell = 160
-    ox, oy = (W - 2 * cell) // 2 + 20, T + 60
-    top = max(int(m.max()), 1)
-    for i in range(2):
-        for j in range(2):
-            shade = int(255 - 180 * m[i, j] / top)
-            x, y0 = ox + j * cell, oy + i * cell
-            cv2.rectangle(img, (x, y0), (x + cell, y0 + cell), (255, shade, shade), -1)
-            cv2.rectangle(img, (x, y0), (x + cell, y0 + cell), (0, 0, 0), 1)
-            cv2.putText(img, str(int(m[i, j])), (x + cell // 2 - 15, y0 + cell // 2 + 8),
-                        FONT, 0.9, (0, 0, 0), 2, cv2.LINE_AA)
-        cv2.putText(img, f"true {names[i]}", (ox - 110, oy + i * cell + cell // 2),
-                    FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-        cv2.putText(img, f"pred {names[i]}", (ox + i * cell + cell // 2 - 30, oy - 10),
-                    FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), img)
-    return str(path)
+    """2 x 2 confusion matrix, rows = true class, columns = predicted class.
+
+    Parameters
+    ----------
+    y_true, y_label : array-like of bool
+        True and predicted class of each item.
+    path : str or PathLike
+        PNG to write (parent folders are created).
+    title : str
+        Figure title.
+    names : pair of str
+        Names of class 0 and class 1, used in the tick labels.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (the message names it).
+    """
+    return _write(_confusion_figure(y_true, y_label, title, names), path)
+
+
+def _errorbar_figure(series: dict[str, list[tuple[str, float, float]]], *, xlabel: str,
+                     ylabel: str, title: str) -> Figure:
+    fig, ax = _figure(title)
+    xs = list(dict.fromkeys(str(x) for points in series.values() for x, _, _ in points))
+    for k, (name, points) in enumerate(series.items()):
+        shift = (k - (len(series) - 1) / 2) * 0.06      # keep bars of series apart
+        kept = [(xs.index(str(x)) + shift, m, s if np.isfinite(s) else 0.0)
+                for x, m, s in points if np.isfinite(m)]
+        if not kept:
+            continue
+        pos, mean, std = (np.asarray(v, np.float64) for v in zip(*kept))
+        ax.errorbar(pos, mean, yerr=std, marker="o", markersize=5, linewidth=1, capsize=4,
+                    label=str(name)[:60])
+    ax.set_xticks(range(len(xs)), [x[:14] for x in xs], parse_math=False)
+    ax.set_xlim(-0.5, len(xs) - 0.5)
+    ax.set_xlabel(xlabel, parse_math=False)
+    ax.set_ylabel(ylabel, parse_math=False)
+    ax.grid(axis="y", color="#e6e6e6", linewidth=0.8)
+    if series:
+        _legend(ax, fontsize=8)
+    return fig
 
 
 def errorbar_plot(series: dict[str, list[tuple[str, float, float]]], path, *, xlabel: str,
                   ylabel: str, title: str) -> str:
     """Metric against the values of one axis: one line per series, error bars +- std.
 
-    ``series`` maps a legend name to ``[(x_value, mean, std), ...]``; the
-    x values are categories, placed in order of first appearance.
+    Parameters
+    ----------
+    series : dict of str to list of (str, float, float)
+        Legend name -> ``[(x_value, mean, std), ...]``; the x values are
+        categories, placed in order of first appearance. Points with a
+        non-finite mean are left out; a non-finite std draws no bar.
+    path : str or PathLike
+        PNG to write (parent folders are created).
+    xlabel, ylabel, title : str
+        Axis labels and figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (the message names it).
     """
-    img = _canvas(title)
-    xs = list(dict.fromkeys(x for points in series.values() for x, _, _ in points))
-    lows = [m - s for pts in series.values() for _, m, s in pts if np.isfinite(m)]
-    highs = [m + (s if np.isfinite(s) else 0) for pts in series.values()
-             for _, m, s in pts if np.isfinite(m)]
-    yr = _nice_range(min(lows, default=0.0), max(highs, default=1.0))
-    xr = (-0.5, len(xs) - 0.5)
-    px, py = _axes(img, xr, yr, xlabel, ylabel, xticks=[])
-    for i, x in enumerate(xs):
-        cv2.line(img, (px(i), H - B), (px(i), H - B + 4), (0, 0, 0), 1)
-        cv2.putText(img, str(x)[:12], (px(i) - 4 * len(str(x)[:12]), H - B + 18), FONT, 0.4,
-                    (0, 0, 0), 1, cv2.LINE_AA)
-    for k, (name, points) in enumerate(series.items()):
-        colour = COLOURS[k % len(COLOURS)]
-        shift = (k - (len(series) - 1) / 2) * 0.06      # keep bars of series apart
-        pts = []
-        for x, mean, std in points:
-            if not np.isfinite(mean):
-                continue
-            cx, cy = px(xs.index(x) + shift), py(mean)
-            if np.isfinite(std) and std > 0:
-                cv2.line(img, (cx, py(mean - std)), (cx, py(mean + std)), colour, 1, cv2.LINE_AA)
-                for yv in (mean - std, mean + std):
-                    cv2.line(img, (cx - 4, py(yv)), (cx + 4, py(yv)), colour, 1, cv2.LINE_AA)
-            cv2.circle(img, (cx, cy), 4, colour, -1, cv2.LINE_AA)
-            pts.append((cx, cy))
-        if len(pts) > 1:
-            cv2.polylines(img, [np.array(pts, np.int32)], False, colour, 1, cv2.LINE_AA)
-        cv2.putText(img, name[:40], (L + 10, T + 18 + 16 * k), FONT, 0.42, colour, 1, cv2.LINE_AA)
-    cv2.imwrite(str(path), img)
-    return str(path)
+    return _write(_errorbar_figure(series, xlabel=xlabel, ylabel=ylabel, title=title), path)
+

@@ -19,6 +19,12 @@ import dataclasses
 
 import numpy as np
 
+from ahdi.pipeline.errors import AhdiError, SettingError
+
+
+class SubjectLeakError(AhdiError):
+    """A subject is both in the training data and in the held-out data of a fold."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Fold:
@@ -39,28 +45,28 @@ def parse_protocol(protocol: str) -> tuple[str, str | int | None]:
         except ValueError:
             k = 0
         if k < 2:
-            raise ValueError(f"protocol {protocol!r}: kfold needs an integer K >= 2, "
-                             "e.g. kfold:5")
+            raise SettingError(f"protocol {protocol!r}: kfold needs an integer K >= 2, "
+                               "e.g. kfold:5")
         return "kfold", k
     if kind == "split" and arg:
         return "split", arg
-    raise ValueError(f"unknown protocol {protocol!r}; expected loso, kfold:K or split:COLUMN")
+    raise SettingError(f"unknown protocol {protocol!r}; expected loso, kfold:K or split:COLUMN")
 
 
 def assert_no_leak(fold: Fold, subjects: np.ndarray) -> None:
-    """Raise AssertionError when a subject is in training and held-out data."""
+    """Raise :class:`SubjectLeakError` when a subject is in training and held-out data."""
     train = set(subjects[fold.train].tolist())
     for part in ("test", "val"):
         shared = train & set(subjects[getattr(fold, part)].tolist())
         if shared:
-            raise AssertionError(f"fold {fold.name}: subject(s) {sorted(shared)[:5]} "
-                                 f"in both train and {part}")
+            raise SubjectLeakError(f"fold {fold.name}: subject(s) {sorted(shared)[:5]} "
+                                   f"in both train and {part}")
 
 
 def _loso(subjects: np.ndarray) -> list[Fold]:
     uniq = np.unique(subjects)
     if uniq.size < 2:
-        raise ValueError(f"loso needs at least 2 subjects, found {uniq.size}")
+        raise SettingError(f"loso needs at least 2 subjects, found {uniq.size}")
     return [Fold(name=str(s), train=np.flatnonzero(subjects != s),
                  test=np.flatnonzero(subjects == s)) for s in uniq]
 
@@ -68,7 +74,7 @@ def _loso(subjects: np.ndarray) -> list[Fold]:
 def _kfold(subjects: np.ndarray, k: int, seed: int) -> list[Fold]:
     uniq, counts = np.unique(subjects, return_counts=True)
     if uniq.size < k:
-        raise ValueError(f"kfold:{k} needs at least {k} subjects, found {uniq.size}")
+        raise SettingError(f"kfold:{k} needs at least {k} subjects, found {uniq.size}")
     rng = np.random.default_rng(seed)
     perm = rng.permutation(uniq.size)
     # largest subjects first (stable after the shuffle), each to the lightest fold
@@ -90,16 +96,16 @@ _SPLIT_NAMES = {"train": "train", "val": "val", "valid": "val", "validation": "v
 
 def _split(values, column: str) -> list[Fold]:
     if values is None:
-        raise ValueError(f"split:{column}: label column {column!r} not found")
+        raise SettingError(f"split:{column}: label column {column!r} not found")
     v = np.array([str(x).strip().lower() for x in values])
     bad = sorted(set(v.tolist()) - set(_SPLIT_NAMES))
     if bad:
-        raise ValueError(f"split:{column}: values must be train, val or test; found {bad[:5]}")
+        raise SettingError(f"split:{column}: values must be train, val or test; found {bad[:5]}")
     part = np.array([_SPLIT_NAMES[x] for x in v])
     fold = Fold(name=column, train=np.flatnonzero(part == "train"),
                 test=np.flatnonzero(part == "test"), val=np.flatnonzero(part == "val"))
     if fold.train.size == 0 or fold.test.size == 0:
-        raise ValueError(f"split:{column}: needs both train and test items")
+        raise SettingError(f"split:{column}: needs both train and test items")
     return [fold]
 
 
@@ -120,8 +126,8 @@ def make_folds(protocol: str, subjects, labels: dict | None = None,
     for fold in folds:
         try:
             assert_no_leak(fold, subjects)
-        except AssertionError as exc:
+        except SubjectLeakError as exc:
             if kind != "split":
                 raise
-            raise ValueError(f"split:{arg}: {exc}") from None
+            raise SettingError(f"split:{arg}: {exc}") from None
     return folds

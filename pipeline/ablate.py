@@ -34,10 +34,14 @@ from typing import Any, Callable
 import numpy as np
 import yaml
 
-from ahdi.kernels import AhdiParams
-from ahdi.pipeline.errors import GridError
+from ahdi.kernels import REPRESENTATIONS, AhdiParams
 
-REPRESENTATIONS_ALL = ("ahdi", "mdv", "sdi", "mean", "flow")
+from ahdi.train.vocab import MODELS, default_representation
+
+from .errors import GridError
+
+#: The paper's grids, shipped with the package (``--grid table3_patch``).
+GRIDS_DIR = Path(__file__).parent / "grids"
 TRAIN_AXES = ("representation", "model")
 PARAM_FIELDS = tuple(f.name for f in dataclasses.fields(AhdiParams))
 # What each baseline image depends on: cells that differ only in other
@@ -48,8 +52,6 @@ BASELINE_FIELDS = {
     "flow": ("size", "crop", "flow_side", "farneback"),
 }
 LOWER_IS_BETTER = {"mae", "mse"}
-
-
 
 
 @dataclasses.dataclass(frozen=True)
@@ -139,13 +141,13 @@ def expand_cells(grid: dict[str, Any]) -> list[Cell]:
                 model = str(value)
             else:
                 params.update(_axis_value_params(axis, value, grid["path"]))
-        if representation not in REPRESENTATIONS_ALL:
+        if representation not in REPRESENTATIONS:
             raise GridError(f"{grid['path']}: representation {representation!r} is not one of "
-                            f"{', '.join(REPRESENTATIONS_ALL)}")
+                            f"{', '.join(REPRESENTATIONS)}")
+        if model not in MODELS:
+            raise GridError(f"{grid['path']}: model {model!r} is not one of {', '.join(MODELS)}")
         if model != "single":
-            if not model.startswith("mdv:"):
-                raise GridError(f"{grid['path']}: model {model!r} is 'single' or 'mdv:POOL'")
-            representation = "mdv"
+            representation = default_representation(model)
         try:
             cell_params = AhdiParams.from_dict(params)
         except (TypeError, ValueError) as exc:
@@ -191,27 +193,42 @@ def _fmt(mean: float, std: float) -> str:
 
 def write_outputs(out: Path, cells: list[Cell], results: dict[Cell, dict], task: str) -> dict:
     """results.csv, table.md and one PNG per swept axis; returns the table rows."""
-    from ahdi.train import plots
-
     axis_names = [k for k, _ in cells[0].values] if cells else []
     metric_names = list(next(iter(results.values()))["aggregate"]) if results else []
-    with open(out / "results.csv", "w", newline="", encoding="utf-8") as fh:
+    _write_results_csv(out / "results.csv", cells, results, axis_names, metric_names)
+    rows = []
+    for i, cell in enumerate(cells):
+        agg = results[cell]["aggregate"]
+        rows.append({"cell": i, "values": dict(cell.values),
+                     "metrics": {m: (agg[m]["mean"], agg[m]["std"]) for m in metric_names}})
+    best = _best_values(rows, metric_names)
+    _write_table(out / "table.md", rows, best, axis_names, metric_names, task)
+    _write_axis_plots(out, cells, rows, axis_names, task)
+    return {"rows": rows, "best": best, "metrics": metric_names}
+
+
+def _write_results_csv(path: Path, cells: list[Cell], results: dict[Cell, dict],
+                       axis_names: list[str], metric_names: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
         writer.writerow(["cell", *axis_names, "fold", *metric_names])
         for i, cell in enumerate(cells):
             for fold in results[cell]["folds"]:
                 writer.writerow([i, *[v for _, v in cell.values], fold["fold"],
                                  *[repr(float(fold["metrics"][m])) for m in metric_names]])
-    rows = []
-    for i, cell in enumerate(cells):
-        agg = results[cell]["aggregate"]
-        rows.append({"cell": i, "values": dict(cell.values),
-                     "metrics": {m: (agg[m]["mean"], agg[m]["std"]) for m in metric_names}})
+
+
+def _best_values(rows: list[dict], metric_names: list[str]) -> dict[str, float]:
     best = {}
     for m in metric_names:
         finite = [r["metrics"][m][0] for r in rows if math.isfinite(r["metrics"][m][0])]
         if finite:
             best[m] = min(finite) if m in LOWER_IS_BETTER else max(finite)
+    return best
+
+
+def _write_table(path: Path, rows: list[dict], best: dict[str, float], axis_names: list[str],
+                 metric_names: list[str], task: str) -> None:
     lines = [f"| cell | {' | '.join(axis_names)} | {' | '.join(metric_names)} |",
              "|" + "---|" * (1 + len(axis_names) + len(metric_names))]
     for r in rows:
@@ -225,7 +242,14 @@ def write_outputs(out: Path, cells: list[Cell], results: dict[Cell, dict], task:
     lines += ["", f"Mean ± standard deviation over folds ({task}); the best value of each "
                   f"metric in bold (lowest for {', '.join(sorted(LOWER_IS_BETTER))}, "
                   f"highest otherwise)."]
-    (out / "table.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def _write_axis_plots(out: Path, cells: list[Cell], rows: list[dict], axis_names: list[str],
+                      task: str) -> None:
+    """One PNG per swept axis: the main metric against the axis, a line per other setting."""
+    from ahdi.train import plots
+
     primary = "mae" if task == "regression" else "accuracy"
     for axis in axis_names:
         if len({str(dict(c.values)[axis]) for c in cells}) < 2:
@@ -237,14 +261,66 @@ def write_outputs(out: Path, cells: list[Cell], results: dict[Cell, dict], task:
             series.setdefault(others, []).append((str(dict(cell.values)[axis]), mean, std))
         plots.errorbar_plot(series, out / f"axis_{axis}.png", xlabel=axis, ylabel=primary,
                             title=f"{primary} vs {axis} (bars: std over folds)")
-    return {"rows": rows, "best": best, "metrics": metric_names}
 
 
-def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str,
-                 protocol: str = "loso", positive: str | None = None, labels_csv=None,
-                 root=None, scheduler=None, workers=None, train_overrides: dict | None = None,
+def shipped_grids() -> dict[str, Path]:
+    """The paper's grids shipped with ahdi: name (file stem) -> path."""
+    return {p.stem: p for p in sorted(GRIDS_DIR.glob("*.yaml"))}
+
+
+def resolve_grid(name_or_path: str | os.PathLike) -> Path:
+    """A grid file given as a path, or the name of a shipped grid (``table3_patch``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    shipped = shipped_grids()
+    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    if str(path.parent) in ("", ".") and stem in shipped:
+        return shipped[stem]
+    raise GridError(f"{name_or_path}: no such grid file, and not the name of a shipped grid "
+                    f"({', '.join(shipped)})")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """What every cell learns and how it is scored."""
+
+    task: str
+    label: str
+    protocol: str = "loso"
+    positive: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Inputs:
+    """Where the videos come from and how they are converted."""
+
+    source: str
+    labels_csv: str | None = None
+    root: str | None = None
+    scheduler: str | None = None
+    workers: int | None = None
+
+
+def run_ablation(grid_path: str | os.PathLike, out: str | os.PathLike, target: Target,
+                 inputs: Inputs, *, train_overrides: dict | None = None,
                  log: Callable[[str], None] = print) -> dict:
     """Convert every distinct parameter set once, train every cell, write the tables.
+
+    Parameters
+    ----------
+    grid_path : path or str
+        A grid file, or the name of a shipped grid (see :func:`shipped_grids`).
+    out : path
+        Folder for ``stores/``, ``cells/``, results.csv, table.md and the plots.
+    target : Target
+        Task, label, protocol and positive class shared by every cell.
+    inputs : Inputs
+        The source and how to convert it.
+    train_overrides : dict, optional
+        Training settings that override the grid's ``train:`` section.
+    log : callable
+        Receives one line per conversion and per trained cell.
 
     Returns
     -------
@@ -252,69 +328,106 @@ def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str
         ``{'cells': n, 'converted': [...], 'reused_stores': [...], 'trained': [...],
         'reused_cells': [...], 'table': {...}}``.
     """
-    from ahdi.pipeline.datasets import resolve_source
-    from ahdi.pipeline.graph import convert
-    from ahdi.train.engine import TrainConfig, run_training
-    from ahdi.train.splits import parse_protocol
-
-    grid = load_grid(grid_path)
+    grid = load_grid(resolve_grid(grid_path))
     cells = expand_cells(grid)
     shared = {**grid["train"], **(train_overrides or {})}
-    # Everything that can be wrong with the training settings is found now,
-    # not after hours of conversion.
-    fixed = {"store", "out", "task", "label", "positive", "protocol", "representation", "model"}
-    clash = sorted(set(shared) & fixed)
-    if clash:
-        raise GridError(f"{grid['path']}: train: {', '.join(clash)} is set by the command "
-                        f"line or the axes, not in train:")
-    try:
-        for cell in cells:
-            TrainConfig(store="", label=label, task=task, positive=positive, protocol=protocol,
-                        representation=cell.representation, model=cell.model,
-                        **shared).validate()
-        parse_protocol(protocol)
-    except TypeError as exc:
-        raise GridError(f"{grid['path']}: train: {exc}") from exc
-    except ValueError as exc:
-        raise GridError(f"{grid['path']}: {exc}") from exc
-    name, items = resolve_source(source, labels_csv=labels_csv, root=root)
-    if not items:
-        raise GridError(f"{source}: no videos found")
-    known = sorted({k for item in items for k in item.labels})
-    if label not in known:
-        raise GridError(f"{source}: no label {label!r}; the labels are "
-                        f"{', '.join(known) or '(none: give --labels CSV)'}")
+    _check_training_settings(grid["path"], cells, shared, target)
+    name, items = _labelled_items(inputs, target.label)
     out_dir = Path(out)
     (out_dir / "stores").mkdir(parents=True, exist_ok=True)
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
 
     summary: dict[str, Any] = {"cells": len(cells), "converted": [], "reused_stores": [],
                                "trained": [], "reused_cells": []}
+    stores = _convert_stores(cells, items, name, inputs, out_dir, summary, log)
+    results = _train_cells(cells, stores, shared, target, out_dir, summary, log)
+    summary["table"] = write_outputs(out_dir, cells, results, target.task)
+    return summary
+
+
+#: Training settings the command line or the axes set; a grid's train: may not.
+_FIXED_SETTINGS = {"store", "out", "task", "label", "positive", "protocol", "representation",
+                   "model"}
+
+
+def _check_training_settings(where: str, cells: list[Cell], shared: dict,
+                             target: Target) -> None:
+    # Everything that can be wrong with the training settings is found now,
+    # not after hours of conversion.
+    from ahdi.train.engine import TrainConfig
+    from ahdi.train.splits import parse_protocol
+
+    clash = sorted(set(shared) & _FIXED_SETTINGS)
+    if clash:
+        raise GridError(f"{where}: train: {', '.join(clash)} is set by the command "
+                        f"line or the axes, not in train:")
+    try:
+        for cell in cells:
+            TrainConfig(store="", **_target_settings(target),
+                        representation=cell.representation, model=cell.model,
+                        **shared).validate()
+        parse_protocol(target.protocol)
+    except TypeError as exc:
+        raise GridError(f"{where}: train: {exc}") from exc
+    except ValueError as exc:
+        raise GridError(f"{where}: {exc}") from exc
+
+
+def _target_settings(target: Target) -> dict[str, Any]:
+    return {"task": target.task, "label": target.label, "positive": target.positive,
+            "protocol": target.protocol}
+
+
+def _labelled_items(inputs: Inputs, label: str) -> tuple[str, list]:
+    from .resolve import resolve_source
+
+    name, items = resolve_source(inputs.source, labels_csv=inputs.labels_csv, root=inputs.root)
+    if not items:
+        raise GridError(f"{inputs.source}: no videos found")
+    known = sorted({k for item in items for k in item.labels})
+    if label not in known:
+        raise GridError(f"{inputs.source}: no label {label!r}; the labels are "
+                        f"{', '.join(known) or '(none: give --labels CSV)'}")
+    return name, items
+
+
+def _convert_stores(cells: list[Cell], items: list, name: str, inputs: Inputs, out_dir: Path,
+                    summary: dict, log: Callable[[str], None]) -> dict[str, Path]:
+    """Each distinct parameter set converted once (a finished store is reused)."""
+    from .graph import convert
+
     stores: dict[str, Path] = {}
     for params in dict.fromkeys(c.params for c in cells):
         path = out_dir / "stores" / f"{params.param_hash()}.zarr"
-        report = convert(items, path, params, REPRESENTATIONS_ALL, dataset=name,
-                         source=str(source), scheduler=scheduler, workers=workers)
+        report = convert(items, path, params, REPRESENTATIONS, dataset=name,
+                         source=str(inputs.source), scheduler=inputs.scheduler,
+                         workers=inputs.workers)
         (summary["converted"] if report.outcomes else summary["reused_stores"]).append(str(path))
         if report.outcomes:
             log(f"converted {path.name}: {report.done} done, {len(report.failed)} failed")
         stores[params.param_hash()] = path
+    return stores
 
-    fingerprints = {h: store_fingerprint(path, label) for h, path in stores.items()}
+
+def _train_cells(cells: list[Cell], stores: dict[str, Path], shared: dict, target: Target,
+                 out_dir: Path, summary: dict, log: Callable[[str], None]) -> dict[Cell, dict]:
+    """Train every cell not trained before on the same store content; reuse the rest."""
+    from ahdi.train.engine import TrainConfig, run_training
+
+    fingerprints = {h: store_fingerprint(path, target.label) for h, path in stores.items()}
     results: dict[Cell, dict] = {}
     by_key: dict[str, dict] = {}
     for i, cell in enumerate(cells):
         key = cell.train_key()
-        run_dir = out_dir / "cells" / key
-        config = {**shared, "store": str(stores[cell.params.param_hash()]), "task": task,
-                  "label": label, "positive": positive, "protocol": protocol,
-                  "representation": cell.representation, "model": cell.model,
-                  "out": str(run_dir)}
-        expected = {k: v for k, v in config.items() if k not in ("store", "out")}
-        expected["store_content"] = fingerprints[cell.params.param_hash()]
         if key in by_key:
             results[cell] = by_key[key]
             continue
+        run_dir = out_dir / "cells" / key
+        config = {**shared, "store": str(stores[cell.params.param_hash()]),
+                  **_target_settings(target), "representation": cell.representation,
+                  "model": cell.model, "out": str(run_dir)}
+        expected = {k: v for k, v in config.items() if k not in ("store", "out")}
+        expected["store_content"] = fingerprints[cell.params.param_hash()]
         finished = _finished_metrics(run_dir, expected)
         if finished is None:
             log(f"cell {i + 1}/{len(cells)}: {cell.label}")
@@ -325,5 +438,4 @@ def run_ablation(source: str, grid_path: str, out: str, *, task: str, label: str
         else:
             summary["reused_cells"].append(key)
         results[cell] = by_key[key] = finished
-    summary["table"] = write_outputs(out_dir, cells, results, task)
-    return summary
+    return results
