@@ -47,6 +47,7 @@ from .vocab import DEVICES, TASKS, check_choice
 class CheckpointError(AhdiError, ValueError):
     """A file or run folder given as a checkpoint is not one (the message says why)."""
 
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a run depends on (written to config.json)."""
