@@ -5,8 +5,13 @@ distinct conversion parameter set is converted once (through the same Dask
 graph as ``ahdi convert``) into ``DIR/stores/<param_hash>.zarr``, reused
 whenever it already exists, and every cell is trained and evaluated with
 the same folds and seeds into ``DIR/cells/<key>/``. A cell whose run folder
-holds a finished ``metrics.json`` is not redone, so an interrupted ablation
-resumes and a grown grid costs only its new cells.
+holds a finished ``metrics.json`` is not redone, an unfinished one resumes
+from its last epoch, and a grown grid costs only its new cells.
+
+Every cell is trained and scored on the same items: those done in every
+store of the grid (a parameter set can fail videos another one converts,
+e.g. ``fixed:5`` windows beyond ``max_windows``); the counts are printed.
+A cell with a diverged fold is shown but never ranked.
 
 Grid file (YAML)::
 
@@ -21,24 +26,23 @@ Grid file (YAML)::
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import hashlib
 import itertools
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import yaml
 
 from ahdi.kernels import REPRESENTATIONS, AhdiParams
 
 from ahdi.train.vocab import MODELS, default_representation
 
+from .ablation_tables import write_outputs
 from .errors import GridError
+from .files import read_yaml
 
 #: The paper's grids, shipped with the package (``--grid table3_patch``).
 GRIDS_DIR = Path(__file__).parent / "grids"
@@ -51,7 +55,6 @@ BASELINE_FIELDS = {
     "mean": ("size", "crop"),
     "flow": ("size", "crop", "flow_side", "farneback"),
 }
-LOWER_IS_BETTER = {"mae", "mse"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -94,15 +97,7 @@ def _axis_value_params(axis: str, value: Any, where: str) -> dict[str, Any]:
 def load_grid(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a grid file; returns {'axes': {...}, 'params': {...}, 'train': {...}}."""
     path = str(path)
-    try:
-        with open(path, encoding="utf-8") as fh:
-            raw = yaml.safe_load(fh) or {}
-    except OSError as exc:
-        raise GridError(f"{path}: cannot read the grid file ({exc.strerror})") from exc
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise GridError(f"{path}{where}: not valid YAML") from exc
+    raw = read_yaml(path, "grid file", GridError) or {}
     if not isinstance(raw, dict):
         raise GridError(f"{path}: expected a mapping of axis: [values]")
     axes = dict(raw.pop("axes", {}) or {})
@@ -173,94 +168,22 @@ def store_fingerprint(store_path: Path, label: str) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def _finished_metrics(run_dir: Path, expected: dict) -> dict | None:
-    metrics, config = run_dir / "metrics.json", run_dir / "ablation_cell.json"
-    if not (metrics.exists() and config.exists()):
+def _finished_metrics(run_dir: Path, cell_file: Path, expected: dict) -> dict | None:
+    """The cell's metrics.json when it finished with exactly these settings."""
+    metrics = run_dir / "metrics.json"
+    if not (metrics.exists() and _same_cell(cell_file, expected)):
         return None
     try:
-        if json.loads(config.read_text()) != expected:
-            return None
         return json.loads(metrics.read_text())
     except (OSError, ValueError):
         return None
 
 
-def _fmt(mean: float, std: float) -> str:
-    if not math.isfinite(mean):
-        return "n/a"
-    return f"{mean:.3f} ± {std:.3f}"
-
-
-def write_outputs(out: Path, cells: list[Cell], results: dict[Cell, dict], task: str) -> dict:
-    """results.csv, table.md and one PNG per swept axis; returns the table rows."""
-    axis_names = [k for k, _ in cells[0].values] if cells else []
-    metric_names = list(next(iter(results.values()))["aggregate"]) if results else []
-    _write_results_csv(out / "results.csv", cells, results, axis_names, metric_names)
-    rows = []
-    for i, cell in enumerate(cells):
-        agg = results[cell]["aggregate"]
-        rows.append({"cell": i, "values": dict(cell.values),
-                     "metrics": {m: (agg[m]["mean"], agg[m]["std"]) for m in metric_names}})
-    best = _best_values(rows, metric_names)
-    _write_table(out / "table.md", rows, best, axis_names, metric_names, task)
-    _write_axis_plots(out, cells, rows, axis_names, task)
-    return {"rows": rows, "best": best, "metrics": metric_names}
-
-
-def _write_results_csv(path: Path, cells: list[Cell], results: dict[Cell, dict],
-                       axis_names: list[str], metric_names: list[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.writer(fh)
-        writer.writerow(["cell", *axis_names, "fold", *metric_names])
-        for i, cell in enumerate(cells):
-            for fold in results[cell]["folds"]:
-                writer.writerow([i, *[v for _, v in cell.values], fold["fold"],
-                                 *[repr(float(fold["metrics"][m])) for m in metric_names]])
-
-
-def _best_values(rows: list[dict], metric_names: list[str]) -> dict[str, float]:
-    best = {}
-    for m in metric_names:
-        finite = [r["metrics"][m][0] for r in rows if math.isfinite(r["metrics"][m][0])]
-        if finite:
-            best[m] = min(finite) if m in LOWER_IS_BETTER else max(finite)
-    return best
-
-
-def _write_table(path: Path, rows: list[dict], best: dict[str, float], axis_names: list[str],
-                 metric_names: list[str], task: str) -> None:
-    lines = [f"| cell | {' | '.join(axis_names)} | {' | '.join(metric_names)} |",
-             "|" + "---|" * (1 + len(axis_names) + len(metric_names))]
-    for r in rows:
-        cells_md = []
-        for m in metric_names:
-            mean, std = r["metrics"][m]
-            text = _fmt(mean, std)
-            cells_md.append(f"**{text}**" if best.get(m) == mean else text)
-        lines.append(f"| {r['cell']} | {' | '.join(str(v) for v in r['values'].values())} | "
-                     f"{' | '.join(cells_md)} |")
-    lines += ["", f"Mean ± standard deviation over folds ({task}); the best value of each "
-                  f"metric in bold (lowest for {', '.join(sorted(LOWER_IS_BETTER))}, "
-                  f"highest otherwise)."]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def _write_axis_plots(out: Path, cells: list[Cell], rows: list[dict], axis_names: list[str],
-                      task: str) -> None:
-    """One PNG per swept axis: the main metric against the axis, a line per other setting."""
-    from ahdi.train import plots
-
-    primary = "mae" if task == "regression" else "accuracy"
-    for axis in axis_names:
-        if len({str(dict(c.values)[axis]) for c in cells}) < 2:
-            continue
-        series: dict[str, list[tuple[str, float, float]]] = {}
-        for cell, r in zip(cells, rows):
-            others = ", ".join(f"{k}={v}" for k, v in cell.values if k != axis) or primary
-            mean, std = r["metrics"][primary]
-            series.setdefault(others, []).append((str(dict(cell.values)[axis]), mean, std))
-        plots.errorbar_plot(series, out / f"axis_{axis}.png", xlabel=axis, ylabel=primary,
-                            title=f"{primary} vs {axis} (bars: std over folds)")
+def _same_cell(cell_file: Path, expected: dict) -> bool:
+    try:
+        return json.loads(cell_file.read_text()) == expected
+    except (OSError, ValueError):
+        return False
 
 
 def shipped_grids() -> dict[str, Path]:
@@ -332,7 +255,7 @@ def run_ablation(grid_path: str | os.PathLike, out: str | os.PathLike, target: T
     cells = expand_cells(grid)
     shared = {**grid["train"], **(train_overrides or {})}
     _check_training_settings(grid["path"], cells, shared, target)
-    name, items = _labelled_items(inputs, target.label)
+    name, items = _labelled_items(inputs, target.label, log)
     out_dir = Path(out)
     (out_dir / "stores").mkdir(parents=True, exist_ok=True)
     (out_dir / "cells").mkdir(parents=True, exist_ok=True)
@@ -340,21 +263,22 @@ def run_ablation(grid_path: str | os.PathLike, out: str | os.PathLike, target: T
     summary: dict[str, Any] = {"cells": len(cells), "converted": [], "reused_stores": [],
                                "trained": [], "reused_cells": []}
     stores = _convert_stores(cells, items, name, inputs, out_dir, summary, log)
-    results = _train_cells(cells, stores, shared, target, out_dir, summary, log)
+    common = common_items(stores, log)
+    results = _train_cells(cells, stores, common, shared, target, out_dir, summary, log)
     summary["table"] = write_outputs(out_dir, cells, results, target.task)
     return summary
 
 
-#: Training settings the command line or the axes set; a grid's train: may not.
+#: Training settings the command line, the axes or the ablation set; a grid's train: may not.
 _FIXED_SETTINGS = {"store", "out", "task", "label", "positive", "protocol", "representation",
-                   "model"}
+                   "model", "items"}
 
 
 def _check_training_settings(where: str, cells: list[Cell], shared: dict,
                              target: Target) -> None:
     # Everything that can be wrong with the training settings is found now,
     # not after hours of conversion.
-    from ahdi.train.engine import TrainConfig
+    from ahdi.train.config import TrainConfig
     from ahdi.train.splits import parse_protocol
 
     clash = sorted(set(shared) & _FIXED_SETTINGS)
@@ -378,10 +302,12 @@ def _target_settings(target: Target) -> dict[str, Any]:
             "protocol": target.protocol}
 
 
-def _labelled_items(inputs: Inputs, label: str) -> tuple[str, list]:
+def _labelled_items(inputs: Inputs, label: str, log: Callable[[str], None]
+                    ) -> tuple[str, list]:
     from .resolve import resolve_source
 
-    name, items = resolve_source(inputs.source, labels_csv=inputs.labels_csv, root=inputs.root)
+    name, items = resolve_source(inputs.source, labels_csv=inputs.labels_csv, root=inputs.root,
+                                 on_skip=lambda message: log(f"left out: {message}"))
     if not items:
         raise GridError(f"{inputs.source}: no videos found")
     known = sorted({k for item in items for k in item.labels})
@@ -409,12 +335,41 @@ def _convert_stores(cells: list[Cell], items: list, name: str, inputs: Inputs, o
     return stores
 
 
-def _train_cells(cells: list[Cell], stores: dict[str, Path], shared: dict, target: Target,
-                 out_dir: Path, summary: dict, log: Callable[[str], None]) -> dict[Cell, dict]:
-    """Train every cell not trained before on the same store content; reuse the rest."""
+def common_items(stores: dict[str, Path], log: Callable[[str], None] = print) -> list[str]:
+    """The video ids done in every store: the items every cell is trained and scored on.
+
+    Raises
+    ------
+    GridError
+        No item is done in all the stores.
+    """
+    from ahdi.pipeline.store import open_store
+
+    done = {}
+    for h, path in stores.items():
+        store = open_store(path)
+        done[h] = set(np.asarray(store.video_ids())[np.asarray(store.statuses()) == "done"]
+                      .astype(str).tolist())
+    common = sorted(set.intersection(*done.values())) if done else []
+    counts = ", ".join(f"{h}: {len(ids)}" for h, ids in done.items())
+    if not common:
+        raise GridError(f"no item is done in every store of the grid (done per store: {counts}); "
+                        f"see the failures with `ahdi inspect STORE`")
+    log(f"every cell is trained and scored on the {len(common)} items done in all "
+        f"{len(done)} stores (done per store: {counts})")
+    return common
+
+
+def _train_cells(cells: list[Cell], stores: dict[str, Path], common: list[str], shared: dict,
+                 target: Target, out_dir: Path, summary: dict,
+                 log: Callable[[str], None]) -> dict[Cell, dict]:
+    """Train every cell not trained before on the same items; resume or reuse the rest."""
     from ahdi.train.engine import TrainConfig, run_training
+    from ahdi.train.runfolder import RunFolder
+    from ahdi.train.tracking import Console
 
     fingerprints = {h: store_fingerprint(path, target.label) for h, path in stores.items()}
+    items_sha = hashlib.sha256(json.dumps(common).encode()).hexdigest()[:16]
     results: dict[Cell, dict] = {}
     by_key: dict[str, dict] = {}
     for i, cell in enumerate(cells):
@@ -422,18 +377,23 @@ def _train_cells(cells: list[Cell], stores: dict[str, Path], shared: dict, targe
         if key in by_key:
             results[cell] = by_key[key]
             continue
-        run_dir = out_dir / "cells" / key
+        run_dir, cell_file = out_dir / "cells" / key, out_dir / "cells" / f"{key}.json"
         config = {**shared, "store": str(stores[cell.params.param_hash()]),
                   **_target_settings(target), "representation": cell.representation,
-                  "model": cell.model, "out": str(run_dir)}
-        expected = {k: v for k, v in config.items() if k not in ("store", "out")}
-        expected["store_content"] = fingerprints[cell.params.param_hash()]
-        finished = _finished_metrics(run_dir, expected)
+                  "model": cell.model, "out": str(run_dir), "items": common}
+        expected = {k: v for k, v in config.items() if k not in ("store", "out", "items")}
+        expected.update(store_content=fingerprints[cell.params.param_hash()], items=items_sha)
+        finished = _finished_metrics(run_dir, cell_file, expected)
         if finished is None:
-            log(f"cell {i + 1}/{len(cells)}: {cell.label}")
-            run_dir.mkdir(parents=True, exist_ok=True)
-            finished = run_training(TrainConfig(**config))
-            (run_dir / "ablation_cell.json").write_text(json.dumps(expected, sort_keys=True))
+            folder = RunFolder(run_dir)
+            resume = _same_cell(cell_file, expected) and folder.is_run() \
+                and not folder.is_finished()
+            log(f"cell {i + 1}/{len(cells)}: {cell.label}" + (" (resumed)" if resume else ""))
+            # Written first, so an interrupted cell is known and resumed next time.
+            cell_file.write_text(json.dumps(expected, sort_keys=True))
+            console = Console(sink=log, prefix=f"cell {i + 1}/{len(cells)} ")
+            finished = run_training(TrainConfig(**config), resume=resume, overwrite=not resume,
+                                    console=console)
             summary["trained"].append(key)
         else:
             summary["reused_cells"].append(key)

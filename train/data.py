@@ -8,7 +8,10 @@ tensor, on the GPU when there is one, and batches are slices of it;
 otherwise DataLoader worker processes stream chunks from the store.
 ``BatchTransform`` then does the float conversion, the augmentation
 (random resized crop, horizontal flip, small colour jitter, one draw per
-sample, in batch, on the model's device) and ImageNet normalisation.
+sample, in batch, on the model's device) and ImageNet normalisation. The
+optical-flow picture is augmented as motion: its hue is the direction of
+motion, so a flip mirrors the hue too, and it gets no contrast or
+saturation jitter (its saturation is fixed, its value is the magnitude).
 
 MDV stacks are padded to the longest stack of the selection; the mask says
 which images are real.
@@ -68,12 +71,26 @@ def _as_float(values: np.ndarray) -> np.ndarray | None:
         return None
 
 
+def _only(store, done: np.ndarray, items) -> np.ndarray:
+    """``done`` restricted to the video ids ``items``; every id must be a done item."""
+    ids = np.asarray(store.video_ids()).astype(str)
+    wanted = set(map(str, items))
+    absent = sorted(wanted - set(ids[done].tolist()))
+    if absent:
+        raise DataError(f"{len(absent)} of the {len(wanted)} items asked for are not done "
+                        f"items of the store: {', '.join(absent[:5])}")
+    return done & np.isin(ids, list(wanted))
+
+
 def select_items(store, label: str, task: str, positive: str | None = None,
-                 representation: str = "ahdi") -> Selection:
+                 representation: str = "ahdi", items=None) -> Selection:
     """Done items of ``store`` with a non-missing ``label``, and their targets.
 
     Binary targets come from a numeric 0/1 label, or from a text (or
-    numeric) label compared with ``positive``.
+    numeric) label compared with ``positive``. ``items`` (video ids), when
+    given, restricts the selection to them. A regression label that is
+    infinite is refused by item (an empty or NaN label is missing and
+    skipped).
     """
     try:
         check_choice("task", task, TASKS)
@@ -94,6 +111,8 @@ def select_items(store, label: str, task: str, positive: str | None = None,
         raise DataError(f"no done items in the store ({store.n_items} items: "
                         f"{counts['pending']} pending, {counts['failed']} failed); "
                         "run `ahdi convert` first")
+    if items is not None:
+        done = _only(store, done, items)
     all_labels = store.labels()
     values = np.asarray(all_labels[label])
     keep = done & ~_missing(values)
@@ -107,6 +126,12 @@ def select_items(store, label: str, task: str, positive: str | None = None,
         if numeric is None:
             raise DataError(f"label {label!r} is text ({sorted(set(v.tolist()))[:5]}); "
                             "regression needs numbers")
+        bad = np.flatnonzero(~np.isfinite(numeric))
+        if bad.size:
+            ids = np.asarray(store.video_ids()).astype(str)[idx[bad]]
+            shown = ", ".join(f"{i} = {x}" for i, x in zip(ids[:5], numeric[bad][:5]))
+            raise DataError(f"label {label!r} is not a finite number for {bad.size} "
+                            f"item(s) ({shown}); fix them, or leave them empty to skip them")
         targets = numeric
     elif positive is None:
         if numeric is None or not np.all((numeric == 0) | (numeric == 1)):
@@ -193,15 +218,28 @@ class _ChunkDataset(torch.utils.data.Dataset):
         order = np.argsort(positions, kind="stable")         # read in store order
         store = self._get_store()
         idx = self.store_indices[positions[order]]
-        if self.representation == "mdv":
-            x, counts = read_mdv(store, idx, self.m_max)
-        else:
-            x, counts = read_images(store, self.representation, idx), None
+        try:
+            if self.representation == "mdv":
+                x, counts = read_mdv(store, idx, self.m_max)
+            else:
+                x, counts = read_images(store, self.representation, idx), None
+        except AhdiError as exc:
+            # Sent back as a value: a DataLoader worker's exception reaches the
+            # main process wrapped in the worker's traceback text.
+            return _ReadFailure(type(exc), str(exc))
         inv = np.empty_like(order)
         inv[order] = np.arange(order.size)
         x = torch.from_numpy(np.ascontiguousarray(x[inv]))
         c = torch.from_numpy(counts[inv]) if counts is not None else torch.zeros(0)
         return x, c, torch.from_numpy(positions)
+
+
+@dataclasses.dataclass(frozen=True)
+class _ReadFailure:
+    """A user-facing error met by a DataLoader worker, raised again in the main process."""
+
+    kind: type
+    message: str
 
 
 class _Chunks(torch.utils.data.Sampler):
@@ -283,7 +321,10 @@ class ImageSource:
                 self._dataset, batch_size=None, sampler=self._sampler,
                 num_workers=self.num_workers, persistent_workers=self.num_workers > 0,
                 pin_memory=self.device.type == "cuda", prefetch_factor=4 if self.num_workers else None)
-        for x, c, pos in self._loader:
+        for batch in self._loader:
+            if isinstance(batch, _ReadFailure):
+                raise batch.kind(batch.message)
+            x, c, pos = batch
             x = x.to(self.device, non_blocking=True)
             mask = self._mask(c.to(self.device)) if self.representation == "mdv" else None
             yield x, mask, pos.to(self.device)
@@ -298,14 +339,20 @@ class BatchTransform:
     alike) gets a random resized crop (area ``scale``, aspect ``ratio``), a
     horizontal flip with p = 0.5 and brightness / contrast / saturation
     factors in ``1 +- jitter``, drawn from a seeded CPU generator.
-    ``size`` resizes the output (None keeps S).
+    ``size`` resizes the output (None keeps S). For ``representation='flow'``
+    a flipped picture also gets its hue mirrored (motion direction
+    ``(dx, dy)`` becomes ``(-dx, dy)``: hue ``h`` -> ``180 deg - h``), and only
+    the brightness is jittered (it scales the magnitude).
     """
 
     def __init__(self, train: bool, size: int | None = None, seed: int = 0,
-                 scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), jitter: float = 0.1):
+                 scale=(0.6, 1.0), ratio=(3 / 4, 4 / 3), jitter: float = 0.1,
+                 representation: str = "ahdi", flip: float = 0.5):
         self.train = train
         self.size = size
-        self.scale, self.ratio, self.jitter = scale, ratio, jitter
+        self.scale, self.ratio, self.jitter, self.flip = scale, ratio, jitter, flip
+        # The flow picture's hue is a direction and its saturation is fixed.
+        self.motion_picture = representation == "flow"
         self.gen = torch.Generator().manual_seed(seed)
 
     def _uniform(self, n, lo, hi):
@@ -337,7 +384,8 @@ class BatchTransform:
         h = torch.sqrt(area / r).clamp(max=1.0)
         cx = (self._uniform(b, 0, 1) * (1 - w) + w / 2) * 2 - 1     # centre in [-1, 1]
         cy = (self._uniform(b, 0, 1) * (1 - h) + h / 2) * 2 - 1
-        flip = torch.where(torch.rand(b, generator=self.gen) < 0.5, -1.0, 1.0).double()
+        flipped = torch.rand(b, generator=self.gen) < self.flip
+        flip = torch.where(flipped, -1.0, 1.0).double()
         theta = torch.zeros(b, 2, 3, dtype=torch.float64)
         theta[:, 0, 0] = w * flip
         theta[:, 0, 2] = cx
@@ -357,6 +405,10 @@ class BatchTransform:
         x = F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection",
                           align_corners=False)
         x = x * rep(bright).view(-1, 1, 1, 1)
+        if self.motion_picture:
+            mirrored = flipped.to(dev).repeat_interleave(per, dim=0)
+            x = torch.where(mirrored.view(-1, 1, 1, 1), mirror_hue(x), x)
+            return x.clamp_(0.0, 1.0)
         grey = (0.299 * x[:, 0] + 0.587 * x[:, 1] + 0.114 * x[:, 2]).unsqueeze(1)
         m = grey.mean(dim=(2, 3), keepdim=True)
         c = rep(contrast).view(-1, 1, 1, 1)
@@ -365,3 +417,39 @@ class BatchTransform:
         sv = rep(sat).view(-1, 1, 1, 1)
         x = (x - grey) * sv + grey
         return x.clamp_(0.0, 1.0)
+
+
+def _rgb_to_hsv(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(N, 3, H, W) RGB in [0, 1] -> hue in turns [0, 1), saturation, value."""
+    r, g, b = x[:, 0], x[:, 1], x[:, 2]
+    v, _ = x.max(dim=1)
+    delta = v - x.min(dim=1).values
+    safe = torch.where(delta > 0, delta, torch.ones_like(delta))
+    h = torch.where(v == r, ((g - b) / safe) % 6,
+                    torch.where(v == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6
+    h = torch.where(delta > 0, h, torch.zeros_like(h))
+    s = torch.where(v > 0, delta / torch.where(v > 0, v, torch.ones_like(v)),
+                    torch.zeros_like(v))
+    return h, s, v
+
+
+def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`_rgb_to_hsv`: (N, H, W) planes -> (N, 3, H, W)."""
+    # Standard formula: each channel is v - v s max(0, min(k, 4 - k, 1)),
+    # k = (n + 6 h) mod 6 with n = 5, 3, 1 for red, green, blue.
+    planes = []
+    for n in (5.0, 3.0, 1.0):
+        k = (n + 6 * h) % 6
+        planes.append(v - v * s * torch.clamp(torch.minimum(k, 4 - k), 0, 1))
+    return torch.stack(planes, dim=1)
+
+
+def mirror_hue(x: torch.Tensor) -> torch.Tensor:
+    """The flow picture of horizontally mirrored motion: hue ``h`` -> ``0.5 - h`` turns.
+
+    A flow picture's hue is the angle of the motion ``(dx, dy)``; mirroring
+    the picture left-right turns the motion into ``(-dx, dy)``, whose angle
+    is 180 degrees minus the old one.
+    """
+    h, s, v = _rgb_to_hsv(x)
+    return _hsv_to_rgb((0.5 - h) % 1.0, s, v)

@@ -1,528 +1,398 @@
-"""Training and evaluation loops, and the self-describing run folder.
+"""Training runs: one model per fold, epoch by epoch, resumable at every epoch.
 
-``run_training(config)`` trains one model per fold of the protocol and
-writes to ``config.out``::
+``run_training(config)`` trains every fold of the protocol into the run
+folder ``config.out`` (see :mod:`ahdi.train.runfolder` for its files):
 
-    config.json        the exact configuration, store path and param hash
-    metrics.json       per-fold metrics and history, mean +- std over folds,
-                       metrics of all held-out predictions pooled
-    predictions.csv    item, subject, fold, target, prediction
-    checkpoints/       one final checkpoint per fold (model, optimizer,
-                       scheduler, epoch, config, target scaling)
-    learning_curves.png, scatter.png (regression) / confusion.png (binary)
+1. the items, the folds (with an inner validation split when asked) and
+   the data checks (:mod:`ahdi.train.checks`), before anything is written;
+2. ``config.json``: the settings as they ran (``amp`` and
+   ``channels_last`` only where CUDA ran them), the store, the device
+   used, the ahdi and library versions;
+3. per fold and epoch: a row of ``history.csv``, TensorBoard scalars, a
+   console line, and the ``last.pt`` resume state; with a validation set,
+   the best epoch by the task's main metric (ties: the lower validation
+   loss) is kept, and ``patience`` epochs without improvement stop the
+   fold early; the test subjects never choose anything;
+4. per finished fold: its weights-only checkpoint, then its record;
+5. the run's tables, predictions, plots and ``metrics.json``.
 
-``evaluate_checkpoint(checkpoint, store, out)`` applies a trained model (or
-every fold model of a run folder, averaged) to another store and writes the
-same files.
+A fold whose training loss is not finite stops at that epoch and is
+recorded as diverged (every metric undefined, no checkpoint); the other
+folds go on. Ctrl-C (or SIGTERM, which the command line turns into the
+same) raises :class:`TrainingInterrupted` with the finished folds kept;
+``run_training(config, resume=True)`` continues from the last finished
+epoch and, on CPU, ends with the predictions an uninterrupted run gives.
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import dataclasses
+import hashlib
 import json
 import math
-import os
-import re
+import signal
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn as nn
 
-from ahdi.pipeline.errors import AhdiError, SettingError
+from ahdi.pipeline.errors import SettingError
 
 from . import metrics as M
-from . import plots
-from .data import (BatchTransform, DataError, ImageSource, NoLabelValuesError,
-                   Selection, select_items)
-from .models import build_model, parse_model
-from .splits import Fold, assert_no_leak, make_folds
-from .vocab import DEVICES, TASKS, check_choice
+from .checkpoint import (CheckpointError, load_last, restore_rng_states, save_final,
+                         save_last, weights_copy)
+from .checks import check_run
+from .config import FIELDS, RESUME_FREE, TrainConfig
+from .data import BatchTransform, ImageSource, select_items
+from .loop import (describe_device, determinism, evaluate, loss_function,
+                   outputs_to_predictions, resolve_device, seed_all, train_one_epoch)
+from .models import build_model
+from .outputs import finish_run
+from .runfolder import RunFolder, read_json, write_json
+from .splits import assert_no_leak, make_folds, with_validation
+from .tracking import Console, History, Scalars
+from .vocab import LOWER_IS_BETTER, MAIN_METRIC
+
+__all__ = ["TrainConfig", "CheckpointError", "TrainingInterrupted", "run_training",
+           "read_run_settings"]
 
 
-class CheckpointError(AhdiError, ValueError):
-    """A file or run folder given as a checkpoint is not one (the message says why)."""
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a run; finished folds and the last epoch are kept.
+
+    A KeyboardInterrupt, so callers that only know "the user stopped it"
+    (``ahdi ablate``) need nothing of the trainer's to handle it.
+
+    ``exit_code`` is 128 + the signal's number (130 for SIGINT, 143 for
+    SIGTERM), read from the interrupting exception's ``signum`` when it has one.
+    """
+
+    def __init__(self, run_dir, finished: int, total: int, signum: int = signal.SIGINT):
+        self.run_dir, self.finished, self.total = str(run_dir), finished, total
+        self.exit_code = 128 + int(signum)
+        what = "terminated (SIGTERM)" if signum == signal.SIGTERM else "interrupted"
+        super().__init__(f"{what}: {finished} of {total} folds finished and kept in "
+                         f"{run_dir}; continue with: ahdi train --resume {run_dir}")
 
 
-@dataclasses.dataclass
-class TrainConfig:
-    """Everything a run depends on (written to config.json)."""
-    store: str
-    label: str
-    task: str = "regression"                 # regression | binary
-    positive: str | None = None              # binary: which label value is 1
-    protocol: str = "loso"                   # loso | kfold:K | split:COLUMN
-    representation: str = "ahdi"             # ahdi | sdi | mean | flow | mdv
-    model: str = "single"                    # single | mdv:avg|max|rank|lstm|attention
-    arch: str = "resnet18"
-    weights: str = "none"                    # none | imagenet | PATH
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    seed: int = 0
-    device: str = "auto"                     # auto | cpu | cuda
-    compile: bool = False
-    max_folds: int | None = None
-    out: str = "run"
-    size: int | None = None                  # resize model input; None = store size
-    augment: bool = True
-    in_memory: str = "auto"                  # auto | always | never
-    num_workers: int | None = None           # streaming only; None = cores - 1
-    channels_last: bool = True               # CUDA only
-    amp: bool = True                         # bf16 autocast, CUDA only
-    progress: bool = True
+def read_run_settings(run_dir) -> dict:
+    """The settings a run folder's config.json recorded (to resume it).
 
-    def validate(self) -> None:
-        check_choice("task", self.task, TASKS)
-        kind, _ = parse_model(self.model)
-        if (kind == "mdv") != (self.representation == "mdv"):
-            raise SettingError(f"model {self.model!r} needs representation "
-                             f"{'mdv' if kind == 'mdv' else 'ahdi, sdi, mean or flow'}, "
-                             f"got {self.representation!r}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise SettingError(f"{name} must be >= 1")
-        check_choice("device", self.device, DEVICES)
+    Raises
+    ------
+    RunFolderError
+        The folder holds no run.
+    """
+    folder = RunFolder(run_dir)
+    folder.prepare(resume=True)          # refuses a folder that holds no unfinished run
+    saved = read_json(folder.config)
+    return {k: saved[k] for k in FIELDS if k in saved}
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise SettingError("--device cuda asked for, but torch sees no CUDA device")
-    return torch.device(name)
-
-
-def store_param_hash(store) -> str | None:
-    """The store's conversion parameter hash, however the store exposes it."""
-    for attr in ("param_hash",):
-        v = getattr(store, attr, None)
-        if v is not None:
-            return v() if callable(v) else str(v)
-    params = getattr(store, "params", None)
-    if params is None:
-        return None
-    if hasattr(params, "param_hash"):
-        return params.param_hash()
-    try:
-        from ahdi.kernels import AhdiParams
-        return AhdiParams.from_dict(dict(params)).param_hash()
-    except Exception:  # noqa: BLE001 - unknown param layout: record nothing
-        return None
-
-
-class Progress:
-    """A one-line text progress bar on stderr, redrawn at most 5 times a second."""
-
-    def __init__(self, total: int, label: str, enabled: bool = True, stream=None):
-        self.total, self.label, self.enabled = total, label, enabled
-        self.stream = stream or sys.stderr
-        self.t0 = self.last = time.monotonic()
-
-    def update(self, done: int, loss: float | None = None, force: bool = False) -> None:
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self.last < 0.2):
-            return
-        self.last = now
-        width = 24
-        fill = int(width * done / max(self.total, 1))
-        loss_s = f" loss {loss:.4f}" if loss is not None else ""
-        self.stream.write(f"\r{self.label} [{'#' * fill}{'.' * (width - fill)}] "
-                          f"{done}/{self.total}{loss_s} {now - self.t0:.1f}s")
-        self.stream.flush()
-
-    def close(self, summary: str = "") -> None:
-        if self.enabled:
-            self.stream.write(f"\r{self.label} {summary} ({time.monotonic() - self.t0:.1f}s)"
-                              + " " * 20 + "\n")
-            self.stream.flush()
-
-
-def _forward(model, x, mask):
-    return model(x) if mask is None else model(x, mask)
-
-
-def _prepare(x, transform, channels_last):
-    inp = transform(x)
-    if channels_last and inp.dim() == 4:
-        inp = inp.contiguous(memory_format=torch.channels_last)
-    return inp
-
-
-def train_one_epoch(model, batches, transform, optimizer, scheduler, loss_fn,
-                    targets: torch.Tensor, *, amp: bool = False, channels_last: bool = False,
-                    progress: Progress | None = None) -> float:
-    """One pass over ``batches``; returns the mean training loss per sample."""
-    model.train()
-    dev_type = targets.device.type
-    total = torch.zeros((), device=targets.device, dtype=torch.float64)
-    n = 0
-    for step, (x, mask, pos) in enumerate(batches, 1):
-        if pos.numel() < 2:          # BatchNorm cannot train on one sample
-            continue
-        inp = _prepare(x, transform, channels_last)
-        y = targets[pos]
-        with torch.autocast(dev_type, dtype=torch.bfloat16, enabled=amp):
-            out = _forward(model, inp, mask)
-            loss = loss_fn(out.float(), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        scheduler.step()
-        total += loss.detach().double() * pos.numel()
-        n += pos.numel()
-        if progress is not None and progress.enabled:
-            progress.update(step, None)
-    return float(total.item() / max(n, 1))
-
-
-@torch.no_grad()
-def evaluate(model, batches, transform, loss_fn=None, targets: torch.Tensor | None = None,
-             *, amp: bool = False, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray, float]:
-    """Raw model outputs over ``batches``: (positions, outputs, mean loss or nan)."""
-    model.eval()
-    outs, poss = [], []
-    total, n = 0.0, 0
-    for x, mask, pos in batches:
-        inp = _prepare(x, transform, channels_last)
-        with torch.autocast(inp.device.type, dtype=torch.bfloat16, enabled=amp):
-            out = _forward(model, inp, mask).float()
-        if loss_fn is not None and targets is not None:
-            total += float(loss_fn(out, targets[pos]).item()) * pos.numel()
-            n += pos.numel()
-        outs.append(out.cpu().numpy())
-        poss.append(pos.cpu().numpy())
-    pos = np.concatenate(poss) if poss else np.zeros(0, np.int64)
-    out = np.concatenate(outs) if outs else np.zeros(0, np.float32)
-    return pos, out.astype(np.float64), (total / n if n else float("nan"))
-
-
-def outputs_to_predictions(task: str, out: np.ndarray, mean: float, std: float) -> np.ndarray:
-    """Regression: undo the target standardisation; binary: sigmoid probability."""
-    if task == "regression":
-        return out * std + mean
-    return 1.0 / (1.0 + np.exp(-out))
-
-
-def _loss_fn(task: str) -> nn.Module:
-    return nn.MSELoss() if task == "regression" else nn.BCEWithLogitsLoss()
-
-
-@contextlib.contextmanager
-def _determinism(enabled: bool):
-    old = torch.are_deterministic_algorithms_enabled()
-    old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
-    old_bench = torch.backends.cudnn.benchmark
-    torch.use_deterministic_algorithms(enabled, warn_only=True)
-    torch.backends.cudnn.benchmark = not enabled
-    try:
-        yield
-    finally:
-        torch.use_deterministic_algorithms(old, warn_only=old_warn)
-        torch.backends.cudnn.benchmark = old_bench
-
-
-def _seed_all(seed: int) -> None:
-    import random
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:60]
-
-
-def _write_json(path: Path, obj) -> None:
-    def default(o):
-        if isinstance(o, (np.integer,)):
-            return int(o)
-        if isinstance(o, (np.floating,)):
-            return float(o)
-        if isinstance(o, np.ndarray):
-            return o.tolist()
-        return str(o)
-    path.write_text(json.dumps(obj, indent=2, default=default, allow_nan=True) + "\n")
-
-
-def _write_predictions(path: Path, sel: Selection, rows) -> None:
-    """rows: iterable of (position, fold, prediction)."""
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["item", "subject", "fold", "target", "prediction"])
-        for p, fold, pred in rows:
-            t = sel.targets[p]
-            w.writerow([sel.video_ids[p], sel.subjects[p], fold,
-                        "" if not np.isfinite(t) else f"{float(t):.6g}", f"{float(pred):.6g}"])
-
-
-def _final_plots(out: Path, task: str, y_true, y_pred, curves: dict | None) -> list[str]:
-    made = []
-    if curves:
-        made.append(plots.learning_curves(curves, out / "learning_curves.png",
-                                          title="loss per epoch (mean over folds)"))
-    ok = np.isfinite(np.asarray(y_true, np.float64))
-    if ok.any():
-        if task == "regression":
-            made.append(plots.scatter(np.asarray(y_true)[ok], np.asarray(y_pred)[ok],
-                                      out / "scatter.png"))
-        else:
-            made.append(plots.confusion(np.asarray(y_true)[ok], np.asarray(y_pred)[ok] >= 0.5,
-                                        out / "confusion.png"))
-    return made
-
-
-def _versions() -> dict:
-    import torchvision
-    return {"torch": torch.__version__, "torchvision": torchvision.__version__,
-            "python": sys.version.split()[0]}
-
-
-def run_training(config: TrainConfig | dict, store=None) -> dict:
+def run_training(config: TrainConfig | dict, store=None, *, resume: bool = False,
+                 overwrite: bool = False, console: Console | None = None) -> dict:
     """Train and evaluate every fold of ``config.protocol``; returns metrics.json's content.
 
-    ``store`` (optional) is an already open store object; by default
-    ``config.store`` is opened with ``ahdi.pipeline.store.open_store``.
+    Parameters
+    ----------
+    config : TrainConfig or dict
+        The run's settings; ``config.out`` is the run folder.
+    store : Store, optional
+        An open store; by default ``config.store`` is opened.
+    resume : bool
+        Continue the unfinished run in ``config.out`` (its settings must
+        match ``config`` in everything that changes results).
+    overwrite : bool
+        Replace the run in ``config.out``.
+    console : Console, optional
+        Where progress and warnings go (default: stderr, progress as
+        ``config.progress`` says).
+
+    Raises
+    ------
+    AhdiError
+        A setting, the data, the store or the run folder is not usable
+        (the message says which and why); nothing is trained then.
+    TrainingInterrupted
+        Ctrl-C stopped the run; resume it with ``resume=True``.
     """
     cfg = config if isinstance(config, TrainConfig) else TrainConfig(**config)
     cfg.validate()
     device = resolve_device(cfg.device)
+    cuda = device.type == "cuda"
+    # config.json tells what ran: bf16 and channels_last exist on CUDA only.
+    cfg = dataclasses.replace(cfg, amp=cfg.amp and cuda,
+                              channels_last=cfg.channels_last and cuda)
+    console = console or Console(enabled=cfg.progress)
     if store is None:
         from ahdi.pipeline.store import open_store
         store = open_store(cfg.store)
-    return _run(cfg, store, device)
+    selection, folds, warnings = _plan(cfg, store)
+    folder = RunFolder(cfg.out)
+    folder.prepare(resume=resume, overwrite=overwrite)
+    identity = _selection_sha(selection)
+    if resume:
+        _check_resumable(folder, cfg, identity, describe_device(device))
+    else:
+        _write_config(folder, cfg, store, selection, folds, identity, device)
+    for text in warnings:
+        console.warn(text)
+    try:
+        return _run(cfg, store, selection, folds, warnings, device, folder, console)
+    except KeyboardInterrupt as exc:
+        done = len(folder.finished_folds([f.name for f in folds]))
+        raise TrainingInterrupted(folder.path, done, len(folds),
+                                  getattr(exc, "signum", signal.SIGINT)) from None
 
 
-def _run(cfg: TrainConfig, store, device: torch.device) -> dict:
-    sel = select_items(store, cfg.label, cfg.task, cfg.positive, cfg.representation)
-    folds = make_folds(cfg.protocol, sel.subjects, sel.labels, seed=cfg.seed)
+def _plan(cfg: TrainConfig, store):
+    """The items, the folds with their validation sets, and the data warnings."""
+    selection = select_items(store, cfg.label, cfg.task, cfg.positive, cfg.representation,
+                             items=cfg.items)
+    folds = make_folds(cfg.protocol, selection.subjects, selection.labels, seed=cfg.seed)
     if cfg.max_folds is not None:
-        folds = folds[:max(1, cfg.max_folds)]
-    out = Path(cfg.out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    param_hash = store_param_hash(store)
-    cuda = device.type == "cuda"
-    amp = cuda and cfg.amp
-    channels_last = cuda and cfg.channels_last
-    _write_json(out / "config.json", {
+        folds = folds[:cfg.max_folds]
+    if cfg.val_subjects and any(f.val.size for f in folds):
+        raise SettingError(f"protocol {cfg.protocol} has its own validation items; "
+                           f"drop --val-subjects")
+    folds = [with_validation(f, selection.subjects, cfg.val_subjects, cfg.seed, i)
+             for i, f in enumerate(folds)]
+    if cfg.patience is not None and not all(f.val.size for f in folds):
+        raise SettingError("patience (early stopping) needs a validation split: "
+                           "give --val-subjects N (or a fraction)")
+    for fold in folds:
+        assert_no_leak(fold, selection.subjects)
+    return selection, folds, check_run(cfg.task, cfg.batch_size, selection, folds)
+
+
+def _selection_sha(selection) -> str:
+    blob = json.dumps([selection.video_ids.tolist(), selection.subjects.tolist(),
+                       [repr(float(t)) for t in selection.targets]])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    import torchvision
+    try:
+        ahdi = version("ahdi")
+    except PackageNotFoundError:
+        ahdi = "unknown"
+    return {"ahdi": ahdi, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "python": sys.version.split()[0]}
+
+
+def _write_config(folder, cfg, store, selection, folds, identity, device) -> None:
+    from pathlib import Path
+    versions = _versions()
+    write_json(folder.config, {
         **dataclasses.asdict(cfg), "store": str(Path(cfg.store).resolve()),
-        "store_param_hash": param_hash, "store_size": int(store.size),
-        "store_params": _plain(getattr(store, "params", None)),
-        "device_used": str(device), "n_items": len(sel), "item_counts": sel.counts,
-        "folds": [f.name for f in folds], "versions": _versions()})
+        "store_param_hash": store.param_hash, "store_size": int(store.size),
+        "store_params": store.params.to_dict(), "device_used": describe_device(device),
+        "ahdi_version": versions["ahdi"], "versions": versions,
+        "n_items": len(selection), "item_counts": selection.counts,
+        "selection_sha": identity,
+        "folds": [{"name": f.name, "n_train": int(f.train.size), "n_val": int(f.val.size),
+                   "n_test": int(f.test.size)} for f in folds]})
 
-    with _determinism(not cuda):
-        source = ImageSource(store, sel, cfg.representation, device, cfg.in_memory,
+
+def _check_resumable(folder, cfg, identity: str, device: str) -> None:
+    """Refuse to resume with settings, items or a device that would change the results."""
+    saved = read_json(folder.config)
+    for name in FIELDS:
+        if name in RESUME_FREE or name not in saved:
+            continue
+        if saved[name] != getattr(cfg, name):
+            raise SettingError(f"{folder.path}: this run has {name} = {saved[name]!r}, not "
+                               f"{getattr(cfg, name)!r}; resume it with its own settings, or "
+                               f"start a new run with another --out")
+    if saved.get("selection_sha") != identity:
+        raise SettingError(f"{folder.path}: the store's items, subjects or labels changed "
+                           f"since this run started ({saved.get('n_items')} items then); "
+                           f"start a new run (--overwrite)")
+    if saved.get("device_used", device).split(" ")[0].split(":")[0] != device.split(":")[0]:
+        raise SettingError(f"{folder.path}: this run started on {saved['device_used']}, "
+                           f"not {device}; resume it there (--device)")
+
+
+@dataclasses.dataclass
+class _Shared:
+    """What every fold of a run uses."""
+    cfg: TrainConfig
+    selection: object
+    source: ImageSource
+    targets: torch.Tensor
+    device: torch.device
+    folder: RunFolder
+    console: Console
+    history: History
+    scalars: Scalars
+    param_hash: str | None
+    n_folds: int
+
+
+def _run(cfg, store, selection, folds, warnings, device, folder, console) -> dict:
+    names = [f.name for f in folds]
+    finished = folder.finished_folds(names)
+    last = load_last(folder.last)
+    if last is not None and (last["fold_index"] in finished or last["fold_index"] >= len(folds)
+                             or names[last["fold_index"]] != last["fold"]):
+        last = None                       # left by a fold that finished after writing it
+    rows = [row for i in sorted(finished) for row in finished[i]["history"]]
+    history = History(folder.history, cfg.task, rows + (last["history"] if last else []))
+    scalars = Scalars(folder.tensorboard, console)
+    with determinism(device.type != "cuda"):
+        source = ImageSource(store, selection, cfg.representation, device, cfg.in_memory,
                              cfg.num_workers)
-        targets = torch.from_numpy(sel.targets).to(device)
-        fold_results, rows, curves = [], [], {"train": [], "held-out": []}
-        for fi, fold in enumerate(folds):
-            res = _train_fold(cfg, fi, fold, len(folds), sel, source, targets, device,
-                              amp, channels_last, out, param_hash)
-            fold_results.append(res["summary"])
-            rows += [(p, fold.name, pr) for p, pr in zip(res["positions"], res["predictions"])]
-            curves["train"].append(res["summary"]["history"]["train_loss"])
-            curves["held-out"].append(res["summary"]["history"]["heldout_loss"])
-
-    rows.sort(key=lambda r: (r[1], r[0]))
-    _write_predictions(out / "predictions.csv", sel, rows)
-    pos = np.array([r[0] for r in rows], np.int64)
-    preds = np.array([r[2] for r in rows], np.float64)
-    result = {
-        "task": cfg.task, "label": cfg.label, "protocol": cfg.protocol,
-        "folds": fold_results,
-        "aggregate": M.aggregate([f["metrics"] for f in fold_results]),
-        "pooled": M.compute_metrics(cfg.task, sel.targets[pos], preds),
-        "n_predictions": int(pos.size)}
-    mean_curves = {k: np.nanmean(np.array(v, np.float64), axis=0).tolist()
-                   for k, v in curves.items() if v}
-    result["plots"] = _final_plots(out, cfg.task, sel.targets[pos], preds, mean_curves)
-    _write_json(out / "metrics.json", result)
+        shared = _Shared(cfg, selection, source, torch.from_numpy(selection.targets).to(device),
+                         device, folder, console, history, scalars, store.param_hash,
+                         len(folds))
+        try:
+            for fi, fold in enumerate(folds):
+                if fi not in finished:
+                    state = last if last is not None and last["fold_index"] == fi else None
+                    finished[fi] = _train_fold(shared, fi, fold, state)
+        finally:
+            scalars.close()
+    result = finish_run(folder, cfg, selection, [finished[i] for i in range(len(folds))],
+                        warnings)
+    folder.last.unlink(missing_ok=True)
     return result
 
 
-def _plain(obj):
-    if obj is None:
+def _score(metrics: dict, loss: float, main: str) -> list[float] | None:
+    """Smaller is better: the main metric (sign-adjusted), then the loss; None if undefined."""
+    value = metrics[main] if main in LOWER_IS_BETTER else -metrics[main]
+    if not (math.isfinite(value) and math.isfinite(loss)):
         return None
-    if hasattr(obj, "to_dict"):
-        return obj.to_dict()
-    try:
-        return json.loads(json.dumps(dict(obj), default=str))
-    except Exception:  # noqa: BLE001
-        return str(obj)
+    return [float(value), float(loss)]
 
 
-def _train_fold(cfg, fi, fold: Fold, n_folds, sel, source, targets_raw, device, amp,
-                channels_last, out: Path, param_hash) -> dict:
-    assert_no_leak(fold, sel.subjects)
+def _epoch_line(fi, n_folds, fold, epoch, epochs, row, main, improved) -> str:
+    text = f"fold {fi + 1}/{n_folds} ({fold}) epoch {epoch}/{epochs}: " \
+           f"train loss {row['train_loss']:.4f}"
+    if "val_loss" in row:
+        text += f"  val loss {row['val_loss']:.4f}  val {main} {row['val_' + main]:.4f}"
+        text += " *" if improved else ""
+    return text + f"  lr {row['lr']:.3g}  {row['seconds']:.1f} s"
+
+
+def _train_fold(sh: _Shared, fi: int, fold, state: dict | None) -> dict:
+    cfg, sel, device = sh.cfg, sh.selection, sh.device
+    cuda = device.type == "cuda"
     fold_seed = cfg.seed * 1000 + fi
-    _seed_all(fold_seed)
-    train_t = sel.targets[fold.train]
+    seed_all(fold_seed)
     if cfg.task == "regression":
-        t_mean = float(train_t.mean())
-        t_std = float(train_t.std()) or 1.0
+        train_t = sel.targets[fold.train]
+        t_mean, t_std = float(train_t.mean()), float(train_t.std()) or 1.0
     else:
         t_mean, t_std = 0.0, 1.0
-    targets = (targets_raw - t_mean) / t_std
+    targets = (sh.targets - t_mean) / t_std
     model = build_model(cfg.model, cfg.arch, cfg.weights).to(device)
-    if channels_last:
+    if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
         if hasattr(model, "channels_last"):
             model.channels_last = True
-    step_model = torch.compile(model) if cfg.compile else model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = cfg.epochs * max(1, math.ceil(fold.train.size / cfg.batch_size))
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps)
-    loss_fn = _loss_fn(cfg.task)
-    train_tf = BatchTransform(train=cfg.augment, size=cfg.size, seed=fold_seed)
-    eval_tf = BatchTransform(train=False, size=cfg.size)
-    held = fold.val if fold.val.size else fold.test
-    history = {"train_loss": [], "heldout_loss": [], "heldout_metric": []}
-    key = "mae" if cfg.task == "regression" else "accuracy"
     n_batches = math.ceil(fold.train.size / cfg.batch_size)
-    for epoch in range(cfg.epochs):
-        rng = np.random.default_rng([cfg.seed, fi, epoch])
-        bar = Progress(n_batches, f"fold {fi + 1}/{n_folds} ({fold.name}) "
-                                  f"epoch {epoch + 1}/{cfg.epochs}", cfg.progress)
-        tr = train_one_epoch(step_model, source.batches(fold.train, cfg.batch_size, True, rng),
-                             train_tf, optimizer, scheduler, loss_fn, targets, amp=amp,
-                             channels_last=channels_last, progress=bar)
-        pos, raw, hl = evaluate(step_model, source.batches(held, cfg.batch_size), eval_tf,
-                                loss_fn, targets, amp=amp, channels_last=channels_last)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer,
+                                                           T_max=cfg.epochs * n_batches)
+    loss_fn = loss_function(cfg.task)
+    train_tf = BatchTransform(train=cfg.augment, size=cfg.size, seed=fold_seed,
+                              representation=cfg.representation)
+    eval_tf = BatchTransform(train=False, size=cfg.size)
+    main = MAIN_METRIC[cfg.task]
+    history, stale, start, seconds = [], 0, 0, 0.0
+    best = {"epoch": 0, "score": None, "weights": None}
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng_states(state["rng"], train_tf.gen)
+        history, best, stale, start = (state["history"], state["best"], state["stale_epochs"],
+                                       state["epoch"])
+        seconds = sum(row["seconds"] for row in history)
+        sh.console.info(f"fold {fi + 1}/{sh.n_folds} ({fold.name}): resumed after epoch {start}")
+    step_model = torch.compile(model) if cfg.compile else model
+    amp, cl = cfg.amp, cfg.channels_last
+    stem = sh.folder.record_path(fi, fold.name).stem
+    sh.scalars.open_fold(stem, start + 1)
+    error = None
+    for epoch in range(start + 1, cfg.epochs + 1):
+        if cfg.patience is not None and stale >= cfg.patience:
+            sh.console.info(f"fold {fi + 1}/{sh.n_folds} ({fold.name}): no better validation "
+                            f"{main} for {stale} epochs, stopping early")
+            break
+        t0 = time.monotonic()
+        row = {"fold": fold.name, "epoch": epoch, "lr": optimizer.param_groups[0]["lr"]}
+        bar = sh.console.progress(f"fold {fi + 1}/{sh.n_folds} ({fold.name}) epoch "
+                                  f"{epoch}/{cfg.epochs}", n_batches)
+        rng = np.random.default_rng([cfg.seed, fi, epoch - 1])
+        row["train_loss"] = train_one_epoch(
+            step_model, sh.source.batches(fold.train, cfg.batch_size, True, rng), train_tf,
+            optimizer, scheduler, loss_fn, targets, amp=amp, channels_last=cl, progress=bar)
+        improved = False
+        if fold.val.size and math.isfinite(row["train_loss"]):
+            pos, raw, row["val_loss"] = evaluate(
+                step_model, sh.source.batches(fold.val, cfg.batch_size), eval_tf, loss_fn,
+                targets, amp=amp, channels_last=cl)
+            vm = M.compute_metrics(cfg.task, sel.targets[pos],
+                                   outputs_to_predictions(cfg.task, raw, t_mean, t_std))
+            row.update({f"val_{k}": v for k, v in vm.items()})
+            score = _score(vm, row["val_loss"], main)
+            improved = score is not None and (best["score"] is None or score < best["score"])
+            if improved:
+                best = {"epoch": epoch, "score": score, "weights": weights_copy(model)}
+            stale = 0 if improved else stale + 1
+        if bar is not None:
+            bar.clear()
+        row["seconds"] = time.monotonic() - t0
+        seconds += row["seconds"]
+        history.append(row)
+        sh.history.append(row)
+        sh.scalars.epoch(row)
+        if not math.isfinite(row["train_loss"]):
+            error = (f"fold {fold.name}: the training loss is not finite at epoch {epoch} "
+                     f"({row['train_loss']}); lower --lr, or check the labels")
+            sh.console.warn(error)
+            break
+        sh.console.info(_epoch_line(fi, sh.n_folds, fold.name, epoch, cfg.epochs, row, main,
+                                    improved))
+        save_last(sh.folder.last, fold_index=fi, fold=fold.name, epoch=epoch, model=model,
+                  optimizer=optimizer, scheduler=scheduler, transform_generator=train_tf.gen,
+                  history=history, best=best, stale_epochs=stale)
+    chosen = best["epoch"] if best["weights"] is not None else len(history)
+    if best["weights"] is not None:
+        model.load_state_dict(best["weights"])
+    record = {"fold": fold.name, "index": fi, "n_train": int(fold.train.size),
+              "n_val": int(fold.val.size), "n_test": int(fold.test.size),
+              "epochs_run": len(history), "best_epoch": chosen, "history": history}
+    positions = fold.test
+    if error is None:
+        positions, raw, _ = evaluate(step_model, sh.source.batches(fold.test, cfg.batch_size),
+                                     eval_tf, amp=amp, channels_last=cl)
         pred = outputs_to_predictions(cfg.task, raw, t_mean, t_std)
-        hm = M.compute_metrics(cfg.task, sel.targets[pos], pred)[key]
-        history["train_loss"].append(tr)
-        history["heldout_loss"].append(hl)
-        history["heldout_metric"].append(hm)
-        bar.close(f"train loss {tr:.4f}  held-out loss {hl:.4f}  {key} {hm:.4f}")
-    if fold.val.size:
-        pos, raw, _ = evaluate(step_model, source.batches(fold.test, cfg.batch_size), eval_tf,
-                               amp=amp, channels_last=channels_last)
-        pred = outputs_to_predictions(cfg.task, raw, t_mean, t_std)
-    fold_metrics = M.compute_metrics(cfg.task, sel.targets[pos], pred)
-    ckpt = out / "checkpoints" / f"fold{fi + 1:02d}-{_safe(fold.name)}.pt"
-    # Weights and plain values only, so the file loads with weights_only=True.
-    torch.save({
-        "model": model.state_dict(), "epoch": cfg.epochs,
-        "config": dataclasses.asdict(cfg), "fold": fold.name,
-        "target_mean": t_mean, "target_std": t_std,
-        "input_size": int(cfg.size or source.size), "store_param_hash": param_hash,
-        "test_subjects": sorted(set(sel.subjects[fold.test].tolist())),
-    }, ckpt)
-    return {"positions": pos, "predictions": pred, "summary": {
-        "fold": fold.name, "n_train": int(fold.train.size), "n_val": int(fold.val.size),
-        "n_test": int(fold.test.size), "metrics": fold_metrics, "history": history,
-        "checkpoint": str(ckpt)}}
-
-
-# ----------------------------------------------------------------------------
-def _checkpoint_files(checkpoint) -> list[Path]:
-    p = Path(checkpoint)
-    if p.is_dir():
-        files = sorted((p / "checkpoints").glob("*.pt")) or sorted(p.glob("*.pt"))
-        if not files:
-            raise CheckpointError(f"no checkpoints (*.pt) in {p} or {p / 'checkpoints'}")
-        return files
-    if not p.is_file():
-        raise CheckpointError(f"checkpoint not found: {p}")
-    return [p]
-
-
-CHECKPOINT_KEYS = ("config", "model")
-
-
-def load_checkpoint(path) -> dict:
-    """Read an ahdi checkpoint, or say clearly why the file is not one."""
-    try:
-        # weights_only: a checkpoint file from elsewhere must not run code.
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors have many types
-        raise CheckpointError(f"{path} is not an ahdi checkpoint: torch cannot read it "
-                              f"({type(exc).__name__}: {exc})") from exc
-    missing = [k for k in CHECKPOINT_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
-    if missing:
-        raise CheckpointError(f"{path} is not an ahdi checkpoint: it has no "
-                              f"{', '.join(missing)} (a checkpoint is what `ahdi train` writes "
-                              f"under RUN_DIR/checkpoints)")
-    return ckpt
-
-
-def evaluate_checkpoint(checkpoint, store_path, out, *, batch_size: int = 64,
-                        device: str = "auto", progress: bool = True, store=None) -> dict:
-    """Apply a trained model to the done items of another store.
-
-    ``checkpoint`` is one checkpoint file, or a run folder whose fold models
-    are all applied and their predictions averaged. When the store has the
-    training label, metrics are computed; otherwise only predictions are
-    written (target left empty).
-    """
-    files = _checkpoint_files(checkpoint)
-    dev = resolve_device(device)
-    ckpts = [load_checkpoint(f) for f in files]
-    cfg = TrainConfig(**ckpts[0]["config"])
-    if store is None:
-        from ahdi.pipeline.store import open_store
-        store = open_store(store_path)
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    has_label = cfg.label in list(store.label_names)
-    sel = None
-    if has_label:
-        try:
-            sel = select_items(store, cfg.label, cfg.task, cfg.positive, cfg.representation)
-        except NoLabelValuesError:
-            has_label = False
-    if sel is None:
-        sel = _unlabelled_selection(store, cfg.representation)
-    source = ImageSource(store, sel, cfg.representation, dev)
-    positions = np.arange(len(sel))
-    all_preds = []
-    for f, ck in zip(files, ckpts):
-        model = build_model(ck["config"]["model"], ck["config"]["arch"], "none")
-        model.load_state_dict(ck["model"])
-        model.to(dev)
-        tf = BatchTransform(train=False, size=ck.get("input_size"))
-        if progress:
-            print(f"applying {f.name} to {len(sel)} items", file=sys.stderr)
-        pos, raw, _ = evaluate(model, source.batches(positions, batch_size), tf,
-                               amp=dev.type == "cuda" and cfg.amp)
-        pred = np.empty(len(sel))
-        pred[pos] = outputs_to_predictions(cfg.task, raw, ck["target_mean"], ck["target_std"])
-        all_preds.append(pred)
-    pred = np.mean(all_preds, axis=0)
-    param_hash = store_param_hash(store)
-    _write_predictions(out / "predictions.csv", sel, [(p, "applied", pred[p]) for p in positions])
-    result = {"task": cfg.task, "label": cfg.label, "checkpoints": [str(f) for f in files],
-              "store": str(Path(store_path).resolve()), "store_param_hash": param_hash,
-              "train_param_hash": ckpts[0].get("store_param_hash"),
-              "n_predictions": int(len(sel))}
-    if param_hash != result["train_param_hash"]:
-        result["note"] = ("the store was converted with other parameters than the training "
-                          "store; predictions may be off")
-    if has_label:
-        result["metrics"] = M.compute_metrics(cfg.task, sel.targets, pred)
-    result["plots"] = _final_plots(out, cfg.task, sel.targets, pred, None)
-    _write_json(out / "metrics.json", result)
-    _write_json(out / "config.json", {"checkpoint": [str(f) for f in files],
-                                      "store": result["store"], "train_config": ckpts[0]["config"],
-                                      "batch_size": batch_size, "device_used": str(dev)})
-    return result
-
-
-def _unlabelled_selection(store, representation) -> Selection:
-    if representation not in list(store.representations):
-        raise DataError(f"representation {representation!r} is not in this store; "
-                        f"it has: {', '.join(store.representations)}")
-    statuses = np.asarray(store.statuses()).astype(str)
-    idx = np.flatnonzero(statuses == "done")
-    if idx.size == 0:
-        raise DataError(f"no done items in the store ({store.n_items} items)")
-    return Selection(indices=idx, targets=np.full(idx.size, np.nan, np.float32),
-                     subjects=np.asarray(store.subjects()).astype(str)[idx],
-                     video_ids=np.asarray(store.video_ids()).astype(str)[idx],
-                     labels={}, counts={"done": int(idx.size)})
+        if not np.all(np.isfinite(pred)):
+            error = f"fold {fold.name}: the model's predictions are not finite"
+            sh.console.warn(error)
+    else:
+        pred = np.full(positions.size, np.nan)
+    record.update(status="diverged" if error else "done", error=error,
+                  metrics=M.compute_metrics(cfg.task, sel.targets[positions], pred),
+                  checkpoint=None, positions=positions.tolist(), predictions=pred.tolist())
+    if error is None:
+        path = sh.folder.checkpoint_path(fi, fold.name)
+        save_final(path, model.state_dict(), config=dataclasses.asdict(cfg), fold=fold.name,
+                   epoch=chosen, target_mean=t_mean, target_std=t_std,
+                   input_size=int(cfg.size or sh.source.size), param_hash=sh.param_hash,
+                   test_subjects=sorted(set(sel.subjects[fold.test].tolist())),
+                   train_items=sel.video_ids[fold.train].tolist())
+        record["checkpoint"] = str(path.relative_to(sh.folder.path))
+        sh.console.info(f"fold {fi + 1}/{sh.n_folds} ({fold.name}) done: {main} "
+                        f"{record['metrics'][main]:.4f} on {fold.test.size} test items "
+                        f"(epoch {chosen} of {len(history)})")
+    record["seconds"] = seconds
+    sh.folder.save_fold(fi, fold.name, record)
+    return record

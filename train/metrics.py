@@ -4,7 +4,11 @@ Regression: MAE, MSE, PCC, ICC(3,1). Binary: accuracy, balanced accuracy,
 ROC AUC (rank formulation, ties get average ranks) and F1. A metric that
 is undefined for the given data (one class only, constant predictions) is
 ``nan`` rather than an exception, so a fold with one class does not stop a
-leave-one-subject-out run; ``aggregate`` then ignores it.
+leave-one-subject-out run. Non-finite predictions (a diverged model) make
+every metric ``nan``: a NaN probability is never read as "negative".
+``aggregate`` keeps the two apart: a fold that diverged is counted in
+``n_diverged``, a finished fold that cannot define a metric in
+``n_undefined``.
 """
 
 from __future__ import annotations
@@ -136,27 +140,90 @@ def binary_metrics(y_true, y_prob, threshold: float = 0.5) -> dict[str, float]:
             "auc": roc_auc(y_true, prob), "f1": f1(y_true, label)}
 
 
-def compute_metrics(task: str, y_true, y_pred) -> dict[str, float]:
-    """Metrics of ``task`` ('regression' or 'binary'; y_pred = probability)."""
+def metric_names(task: str) -> tuple[str, ...]:
+    """The metrics ``compute_metrics`` gives for ``task``, in order."""
     if task == "regression":
-        return regression_metrics(y_true, y_pred)
+        return REGRESSION_METRICS
     if task == "binary":
-        return binary_metrics(y_true, y_pred)
+        return BINARY_METRICS
     raise ValueError(f"unknown task {task!r}; expected 'regression' or 'binary'")
 
 
-def aggregate(per_fold: list[dict[str, float]]) -> dict[str, dict[str, float]]:
-    """``{metric: {'mean', 'std', 'n'}}`` over folds, ignoring nan folds.
+def compute_metrics(task: str, y_true, y_pred) -> dict[str, float]:
+    """Metrics of ``task`` ('regression' or 'binary'; y_pred = probability).
 
-    ``std`` is the population standard deviation (ddof=0) of the folds that
-    define the metric; ``n`` says how many did.
+    Any non-finite prediction makes every metric ``nan``: the model that
+    made it diverged, and no part of its output is a score.
     """
+    names = metric_names(task)
+    if not np.all(np.isfinite(np.asarray(y_pred, dtype=np.float64))):
+        return {name: float("nan") for name in names}
+    if task == "regression":
+        return regression_metrics(y_true, y_pred)
+    return binary_metrics(y_true, y_pred)
+
+
+def aggregate(per_fold: list[dict[str, float]],
+              diverged: list[bool] | None = None) -> dict[str, dict[str, float]]:
+    """``{metric: {'mean', 'std', 'n', 'n_undefined', 'n_diverged'}}`` over folds.
+
+    Parameters
+    ----------
+    per_fold : list of dict
+        Each fold's metrics.
+    diverged : list of bool, optional
+        Which folds diverged (their metrics are all undefined); default none.
+
+    Returns
+    -------
+    dict
+        ``mean`` and ``std`` (population, ddof=0) over the ``n`` folds that
+        define the metric; ``n_undefined`` finished folds could not define
+        it (AUC of a fold with one class); ``n_diverged`` folds diverged.
+        A caller ranking results must not rank a result with
+        ``n_diverged > 0``.
+    """
+    diverged = list(diverged) if diverged is not None else [False] * len(per_fold)
+    if len(diverged) != len(per_fold):
+        raise ValueError(f"{len(per_fold)} folds but {len(diverged)} diverged flags")
     names = [k for k in per_fold[0]] if per_fold else []
     out = {}
     for name in names:
-        v = np.array([f[name] for f in per_fold], dtype=np.float64)
-        v = v[np.isfinite(v)]
-        out[name] = {"mean": float(v.mean()) if v.size else float("nan"),
-                     "std": float(v.std()) if v.size else float("nan"),
-                     "n": int(v.size)}
+        v = np.array([f[name] for f, bad in zip(per_fold, diverged) if not bad],
+                     dtype=np.float64)
+        ok = v[np.isfinite(v)]
+        out[name] = {"mean": float(ok.mean()) if ok.size else float("nan"),
+                     "std": float(ok.std()) if ok.size else float("nan"),
+                     "n": int(ok.size), "n_undefined": int(v.size - ok.size),
+                     "n_diverged": int(sum(diverged))}
     return out
+
+
+def roc_points(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rate, true positive rate) at every distinct threshold, from (0, 0).
+
+    Ties in the scores move both rates at once (a diagonal step), as the
+    Mann-Whitney AUC counts them; the area under these points is
+    :func:`roc_auc`.
+    """
+    t = _binary_true(y_true)
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
+    last_of_run = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(t)[last_of_run]
+    fp = np.cumsum(~t)[last_of_run]
+    n_pos, n_neg = max(int(t.sum()), 1), max(int((~t).sum()), 1)
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
+def pr_points(y_true, y_score) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) at every distinct threshold, highest threshold first."""
+    t = _binary_true(y_true)
+    s = np.asarray(y_score, dtype=np.float64).ravel()
+    order = np.argsort(-s, kind="mergesort")
+    s, t = s[order], t[order]
+    last_of_run = np.r_[s[1:] != s[:-1], True]
+    tp = np.cumsum(t)[last_of_run].astype(np.float64)
+    predicted = np.flatnonzero(last_of_run) + 1.0
+    return tp / max(int(t.sum()), 1), tp / predicted

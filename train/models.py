@@ -23,12 +23,11 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 import torchvision
 
 from ahdi.pipeline.errors import AhdiError, SettingError
 
-from .vocab import ARCHS, MODELS, POOLINGS, check_choice
+from .vocab import ARCHS, POOLINGS, check_choice, parse_model
 
 _WEIGHTS_ENUM = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
                  "resnet50": "ResNet50_Weights"}
@@ -36,13 +35,6 @@ _WEIGHTS_ENUM = {"resnet18": "ResNet18_Weights", "resnet34": "ResNet34_Weights",
 
 class WeightsNotFoundError(AhdiError, FileNotFoundError):
     """ImageNet weights requested but not in the local torch cache."""
-
-
-def parse_model(model: str) -> tuple[str, str | None]:
-    """``'single'`` -> ('single', None); ``'mdv:rank'`` -> ('mdv', 'rank')."""
-    check_choice("model", model, MODELS)
-    kind, _, pool = model.partition(":")
-    return kind, pool or None
 
 
 def imagenet_weights_file(arch: str) -> Path:

@@ -1,9 +1,10 @@
 """Run-folder plots drawn with matplotlib.
 
 ``learning_curves`` (loss per epoch, one line per series), ``scatter``
-(predicted vs true, with the y = x line), ``confusion`` (2 x 2 counts,
-labelled) and ``errorbar_plot`` (a metric along one ablation axis). Each
-writes a PNG and returns its path.
+(predicted vs true, with the y = x line), ``confusion`` (2 x 2 counts and
+the same normalised per true class, labelled), ``roc_curve`` and
+``pr_curve`` (binary scores) and ``errorbar_plot`` (a metric along one
+ablation axis). Each writes a PNG and returns its path.
 
 Figures are :class:`matplotlib.figure.Figure` objects rendered by Agg
 (:func:`ahdi.pipeline.figures.render_figure`), never pyplot, so a user's
@@ -138,28 +139,47 @@ def scatter(y_true, y_pred, path, title: str = "predicted vs true") -> str:
     return _write(_scatter_figure(y_true, y_pred, title), path)
 
 
-def _confusion_figure(y_true, y_label, title: str, names) -> Figure:
-    t = np.asarray(y_true).astype(bool)
-    y = np.asarray(y_label).astype(bool)
-    m = np.array([[np.sum(~t & ~y), np.sum(~t & y)], [np.sum(t & ~y), np.sum(t & y)]])
-    fig, ax = _figure(title)
-    ax.imshow(m, cmap="Blues", vmin=0, vmax=max(int(m.max()), 1))
+def _matrix_panel(ax: Axes, values: np.ndarray, texts: list[list[str]], vmax: float,
+                  names, title: str) -> None:
+    ax.imshow(values, cmap="Blues", vmin=0, vmax=vmax)
     for i in range(2):
         for j in range(2):
-            # Dark cells get white digits so every count stays readable.
-            dark = m[i, j] > 0.6 * max(int(m.max()), 1)
-            ax.text(j, i, str(int(m[i, j])), ha="center", va="center", fontsize=20,
+            # Dark cells get white digits so every number stays readable.
+            dark = values[i, j] > 0.6 * vmax
+            ax.text(j, i, texts[i][j], ha="center", va="center", fontsize=18,
                     color="white" if dark else "black")
     ax.set_xticks([0, 1], [f"pred {n}" for n in names[:2]], parse_math=False)
     ax.set_yticks([0, 1], [f"true {n}" for n in names[:2]], parse_math=False)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
+    ax.set_title(title, fontsize=10)
+
+
+def _confusion_figure(y_true, y_label, title: str, names) -> Figure:
+    from matplotlib.figure import Figure
+
+    t = np.asarray(y_true).astype(bool)
+    y = np.asarray(y_label).astype(bool)
+    m = np.array([[np.sum(~t & ~y), np.sum(~t & y)], [np.sum(t & ~y), np.sum(t & y)]])
+    rows = m.sum(axis=1, keepdims=True)
+    # Each row divided by its true-class count: the diagonal is each class's recall.
+    norm = np.divide(m, rows, out=np.zeros((2, 2)), where=rows > 0)
+    fig = Figure(figsize=(W / DPI, H / DPI), dpi=DPI, facecolor="white", layout="constrained")
+    fig.suptitle(title, fontsize=11)
+    counts_ax, norm_ax = fig.subplots(1, 2)
+    _matrix_panel(counts_ax, m, [[str(int(v)) for v in r] for r in m],
+                  max(int(m.max()), 1), names, "counts")
+    _matrix_panel(norm_ax, norm, [[f"{v:.0%}" for v in r] for r in norm], 1.0, names,
+                  "normalised per true class")
     return fig
 
 
 def confusion(y_true, y_label, path, title: str = "confusion matrix",
               names=("0", "1")) -> str:
     """2 x 2 confusion matrix, rows = true class, columns = predicted class.
+
+    Two panels: the counts, and each row divided by its true-class count
+    (the diagonal reads as the recall of each class).
 
     Parameters
     ----------
@@ -183,6 +203,82 @@ def confusion(y_true, y_label, path, title: str = "confusion matrix",
         The file cannot be written (the message names it).
     """
     return _write(_confusion_figure(y_true, y_label, title, names), path)
+
+
+def _curve_figure(x, y, title: str, xlabel: str, ylabel: str, label: str,
+                  chance: tuple[list[float], list[float]] | None) -> Figure:
+    fig, ax = _figure(title)
+    if chance is not None:
+        ax.plot(*chance, color="#969696", linewidth=1, linestyle="--", label="chance")
+    ax.plot(np.asarray(x, np.float64), np.asarray(y, np.float64), color="tab:blue",
+            linewidth=2, drawstyle="default", label=label)
+    ax.set_xlim(-0.02, 1.02)
+    ax.set_ylim(-0.02, 1.02)
+    ax.set_aspect("equal", adjustable="box")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(color="#e6e6e6", linewidth=0.8)
+    _legend(ax, loc="lower right")
+    return fig
+
+
+def roc_curve(fpr, tpr, path, *, auc: float, title: str = "ROC curve") -> str:
+    """A receiver operating characteristic curve with the chance diagonal.
+
+    Parameters
+    ----------
+    fpr, tpr : array-like of float
+        False and true positive rates (``ahdi.train.metrics.roc_points``).
+    path : str or PathLike
+        PNG to write (parent folders are created).
+    auc : float
+        The area, shown in the legend.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (the message names it).
+    """
+    fig = _curve_figure(fpr, tpr, title, "false positive rate", "true positive rate",
+                        f"AUC {auc:.3f}", ([0, 1], [0, 1]))
+    return _write(fig, path)
+
+
+def pr_curve(recall, precision, path, *, prevalence: float,
+             title: str = "precision-recall curve") -> str:
+    """Precision against recall, with the precision of guessing (the prevalence).
+
+    Parameters
+    ----------
+    recall, precision : array-like of float
+        From ``ahdi.train.metrics.pr_points``.
+    path : str or PathLike
+        PNG to write (parent folders are created).
+    prevalence : float
+        Fraction of positives: the precision a random score reaches.
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    str
+        The path written.
+
+    Raises
+    ------
+    OSError
+        The file cannot be written (the message names it).
+    """
+    fig = _curve_figure(recall, precision, title, "recall", "precision", "model",
+                        ([0, 1], [prevalence, prevalence]))
+    return _write(fig, path)
 
 
 def _errorbar_figure(series: dict[str, list[tuple[str, float, float]]], *, xlabel: str,

@@ -11,6 +11,10 @@
 
 Every fold is checked: no subject is in both the training and the test (or
 validation) set.
+
+``with_validation`` takes an inner validation set out of a fold's training
+subjects (``--val-subjects``): it chooses the epoch, the test subjects never
+do.
 """
 
 from __future__ import annotations
@@ -131,3 +135,43 @@ def make_folds(protocol: str, subjects, labels: dict | None = None,
                 raise
             raise SettingError(f"split:{arg}: {exc}") from None
     return folds
+
+
+def with_validation(fold: Fold, subjects, val_subjects: float, seed: int, index: int) -> Fold:
+    """Move some of ``fold``'s training subjects, with all their items, to its validation set.
+
+    Parameters
+    ----------
+    fold : Fold
+        A fold without a validation set.
+    subjects : array-like of str
+        The subject of each selected item.
+    val_subjects : float
+        How many training subjects: a whole number >= 1, or a fraction
+        below 1 of them (rounded, at least one). 0 returns ``fold`` as is.
+    seed, index : int
+        The run's seed and the fold's index: the same run draws the same
+        validation subjects.
+
+    Returns
+    -------
+    Fold
+
+    Raises
+    ------
+    SettingError
+        The request would leave the fold no training subject.
+    """
+    if val_subjects == 0:
+        return fold
+    subjects = np.asarray(subjects).astype(str)
+    pool = np.unique(subjects[fold.train])
+    k = int(val_subjects) if val_subjects >= 1 else max(1, round(val_subjects * pool.size))
+    if k >= pool.size:
+        raise SettingError(f"fold {fold.name}: --val-subjects {val_subjects:g} asks for {k} "
+                           f"validation subject(s) of its {pool.size} training subject(s); "
+                           f"at least one must stay for training")
+    chosen = np.random.default_rng([seed, index, 1]).choice(pool, size=k, replace=False)
+    to_val = np.isin(subjects[fold.train], chosen)
+    return Fold(name=fold.name, train=fold.train[~to_val], test=fold.test,
+                val=fold.train[to_val])

@@ -11,7 +11,8 @@ from ahdi.kernels.compute import REPRESENTATIONS
 from ahdi.pipeline.errors import SettingError
 
 __all__ = ["REPRESENTATIONS", "TASKS", "ARCHS", "POOLINGS", "MODELS", "DEVICES", "IN_MEMORY",
-           "default_representation", "check_choice"]
+           "MAIN_METRIC", "LOWER_IS_BETTER", "FOLD_STATUSES", "default_representation",
+           "parse_model", "check_choice"]
 
 #: What a model predicts: a number (pain intensity) or one of two classes.
 TASKS = ("regression", "binary")
@@ -25,11 +26,26 @@ MODELS = ("single",) + tuple(f"mdv:{pooling}" for pooling in POOLINGS)
 DEVICES = ("auto", "cpu", "cuda")
 #: Whether the images are held in (GPU) memory or streamed from the store.
 IN_MEMORY = ("auto", "always", "never")
+#: The metric each task's epochs are chosen by and its tables lead with
+#: (the paper reports MAE on UNBC-McMaster and accuracy on BioVid).
+MAIN_METRIC = {"regression": "mae", "binary": "accuracy"}
+#: Metrics where a smaller value is better; every other metric, larger is better.
+LOWER_IS_BETTER = frozenset({"mae", "mse"})
+#: How a fold ended: ``done`` (scored), ``diverged`` (non-finite loss or
+#: predictions: every metric of the fold is undefined).
+FOLD_STATUSES = ("done", "diverged")
 
 
 def default_representation(model: str) -> str:
     """The image kind a model trains on unless told: window images for MDV models."""
     return "mdv" if model.startswith("mdv:") else "ahdi"
+
+
+def parse_model(model: str) -> tuple[str, str | None]:
+    """``'single'`` -> ('single', None); ``'mdv:rank'`` -> ('mdv', 'rank')."""
+    check_choice("model", model, MODELS)
+    kind, _, pool = model.partition(":")
+    return kind, pool or None
 
 
 def check_choice(what: str, value: str, choices: tuple[str, ...]) -> None:
