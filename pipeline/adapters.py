@@ -5,7 +5,9 @@ dataset) -> list[Item]`` in :data:`ADAPTERS`, ``tree`` being the
 :class:`FileTree` of the dataset's root and ``entry`` its datasets.yaml
 entry. Adapters read only labels and file lists, never video pixels, so
 one bad video never blocks the others: a missing or broken video becomes
-an Item whose reading raises :class:`VideoError` later. See
+an Item whose reading raises :class:`VideoError` later. What a listing
+leaves out (thumbnails beside videos; see :class:`FileTree` for the rest)
+is reported, one message each, to the tree's ``report``. See
 docs/datasets.md.
 """
 
@@ -21,16 +23,15 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
-from .archives import Archive, archive_stem, is_archive
 from .errors import DatasetError, VideoError
-from .files import IMAGE_EXTS, VIDEO_EXTS, natural_key
+from .files import IMAGE_EXTS, VIDEO_EXTS, extension, natural_key, read_text
 from .items import Item
 from .labels import parse_number, read_labels_csv
 from .sources import VideoSource
+from .tree import FileTree
 
-__all__ = ["FileTree", "ADAPTERS", "ADAPTER_OPTIONS", "adapter_folder", "adapter_unbc",
-           "adapter_biovid", "adapter_samples", "biovid_parts", "sample_videos_dir",
-           "UNBC_FPS", "SAMPLE_VIDEOS"]
+__all__ = ["ADAPTERS", "ADAPTER_OPTIONS", "adapter_folder", "adapter_unbc", "adapter_biovid",
+           "adapter_samples", "biovid_parts", "sample_videos_dir", "UNBC_FPS", "SAMPLE_VIDEOS"]
 
 #: Frame rate of the UNBC-McMaster frame sequences (the archive's camera ran at 30 fps).
 UNBC_FPS = 30.0
@@ -38,139 +39,30 @@ UNBC_FPS = 30.0
 SAMPLE_VIDEOS = ("carphone_pristine.mp4", "bikes.mp4", "bigbuckbunny.mp4")
 #: The label kinds of a UNBC sequence, one Sequence_Labels/<kind>/ folder each.
 _UNBC_SEQUENCE_LABELS = ("OPR", "VAS", "AFF", "SEN")
-_JUNK = ("__MACOSX/",)
 _BIOVID_COLUMNS = ("subject_id", "subject_name", "class_id", "class_name", "sample_id",
                    "sample_name")
-
-
-# ----------------------------------------------------------------------
-# a file tree: folder or archive
-# ----------------------------------------------------------------------
-class FileTree:
-    """The files under a folder or in an archive, as posix paths relative to ``prefix``."""
-
-    def __init__(self, location: str, strip_wrapper: bool = True):
-        self.location = os.path.abspath(location)
-        self.archive: str | None = None
-        self._arc: Archive | None = None
-        base = os.path.basename(self.location.rstrip("/"))
-        if os.path.isfile(self.location) and is_archive(self.location):
-            self.archive = self.location
-            try:
-                self._arc = Archive(self.location)
-            except VideoError as exc:
-                raise DatasetError(str(exc)) from None
-            names = self._arc.names()
-            base = archive_stem(base)
-        else:
-            names = self._walk()
-        names = [n for n in names if not n.startswith(_JUNK)
-                 and posixpath.basename(n) not in (".DS_Store", "Thumbs.db")]
-        self.name = base
-        self.all_names = names
-        self.prefix = ""
-        self.files = names
-        self._set = set(names)
-        if strip_wrapper:
-            self.strip_wrapper()
-
-    def _walk(self) -> list[str]:
-        """Relative posix paths of the files under the folder, folders in sorted order."""
-        names = []
-        for dirpath, dirnames, filenames in os.walk(self.location):
-            dirnames.sort()
-            rel = os.path.relpath(dirpath, self.location)
-            rel = "" if rel == "." else rel.replace(os.sep, "/") + "/"
-            names += [rel + f for f in filenames]
-        return names
-
-    def strip_wrapper(self) -> None:
-        """Drop one top-level folder that wraps every file."""
-        tops = {n.split("/", 1)[0] for n in self.files}
-        if len(tops) == 1 and all("/" in n for n in self.files):
-            top = tops.pop() + "/"
-            self.prefix += top
-            self.files = [n[len(top):] for n in self.files]
-            self._set = set(self.files)
-
-    def layout(self) -> str:
-        """'unbc', 'biovid' or 'folder' from the files present (after stripping a wrapper)."""
-        def has_dir(d: str) -> bool:
-            return any(n.startswith(d + "/") for n in self.files)
-        if has_dir("Images") and has_dir("Sequence_Labels"):
-            return "unbc"
-        if "samples.csv" in self._set and has_dir("video"):
-            return "biovid"
-        return "folder"
-
-    def exists(self, rel: str) -> bool:
-        return rel in self._set
-
-    def full(self, rel: str) -> str:
-        """Filesystem path, or archive member name, of a relative path."""
-        if self.archive is not None:
-            return (self.prefix + rel).rstrip("/")
-        parts = [p for p in (self.prefix + rel).split("/") if p]
-        return os.path.join(self.location, *parts)
-
-    def read_text(self, rel: str) -> str | None:
-        """Text of a file, or None when it is missing or unreadable."""
-        if not self.exists(rel):
-            return None
-        try:
-            if self._arc is not None:
-                data = self._arc.read(self.full(rel))
-            else:
-                with open(self.full(rel), "rb") as fh:
-                    data = fh.read()
-        except (VideoError, OSError):
-            return None
-        return data.decode("utf-8", "replace")
-
-    def read_many(self, rels: list[str]) -> dict[str, str]:
-        """Texts of the existing files among ``rels`` (read in archive order)."""
-        have = [r for r in rels if self.exists(r)]
-        if self._arc is not None:
-            have = self._arc.in_reading_order(have, self.full)
-        out = {}
-        for r in have:
-            t = self.read_text(r)
-            if t is not None:
-                out[r] = t
-        return out
-
-    def file_source(self, rel: str) -> VideoSource:
-        return VideoSource("file", self.full(rel), archive=self.archive)
-
-    def frames_source(self, folder: str, frames: list[str], landmarks: list[str] | None = None,
-                      fps: float | None = None) -> VideoSource:
-        return VideoSource("frames", self.full(folder),
-                           archive=self.archive,
-                           frames=tuple(self.full(f) for f in frames),
-                           landmarks=None if landmarks is None else
-                           tuple(self.full(f) if f else "" for f in landmarks),
-                           fps=fps)
-
-    def close(self) -> None:
-        if self._arc is not None:
-            self._arc.close()
-            self._arc = None
-
-
-def _ext(name: str) -> str:
-    return posixpath.splitext(name)[1].lower()
 
 
 # ----------------------------------------------------------------------
 # folder
 # ----------------------------------------------------------------------
 def _folder_units(tree: FileTree) -> tuple[dict[str, str], dict[str, list[str]]]:
-    """Video files (rel -> rel) and frame folders (folder rel -> frame rels)."""
-    videos = {f: f for f in tree.files if _ext(f) in VIDEO_EXTS}
+    """Video files (rel -> rel) and frame folders (folder rel -> frame rels).
+
+    Images in a folder that holds videos are thumbnails or posters, not
+    the frames of a video: they are reported and left out.
+    """
+    videos = {f: f for f in tree.files if extension(f) in VIDEO_EXTS}
+    with_videos = {posixpath.dirname(f) for f in videos}
     folders: dict[str, list[str]] = defaultdict(list)
     for f in tree.files:
-        if _ext(f) in IMAGE_EXTS:
+        if extension(f) in IMAGE_EXTS:
             folders[posixpath.dirname(f)].append(f)
+    for k in sorted(folders.keys() & with_videos):
+        stray = sorted((posixpath.basename(f) for f in folders.pop(k)), key=natural_key)
+        shown = ", ".join(stray[:3]) + (f" and {len(stray) - 3} more" if len(stray) > 3 else "")
+        tree.report(f"{tree.full(k)}: {len(stray)} image(s) beside its videos ({shown}); a "
+                    "folder that holds videos is not a frame folder")
     for k in folders:
         folders[k].sort(key=natural_key)
     return videos, dict(folders)
@@ -186,21 +78,17 @@ def _folder_labels_csv(tree: FileTree, entry: dict, labels_csv: str | None, data
                        ) -> tuple[str | None, str | None]:
     """(text, name) of the labels CSV given or named by the entry; (None, None) without one."""
     if labels_csv is not None:
-        csv_name = str(labels_csv)
-        if not os.path.isfile(csv_name):
-            raise DatasetError(f"{csv_name}: labels CSV does not exist")
-        return Path(csv_name).read_text(encoding="utf-8-sig"), csv_name
+        return read_text(labels_csv, "labels CSV", DatasetError), str(labels_csv)
     if not entry.get("labels"):
         return None, None
     rel = str(entry["labels"])
     csv_name = tree.name + "/" + rel if tree.archive else os.path.join(tree.full(""), rel)
-    if os.path.isabs(rel) and os.path.isfile(rel):
-        csv_text, csv_name = Path(rel).read_text(encoding="utf-8-sig"), rel
-    else:
-        csv_text = tree.read_text(rel)
+    if os.path.isabs(rel) and os.path.exists(rel):
+        return read_text(rel, "labels CSV", DatasetError), rel
+    csv_text = tree.read_user_text(rel, csv_name, "labels CSV")
     if csv_text is None:
         raise DatasetError(f"{csv_name}: labels CSV of dataset {dataset!r} does not exist")
-    return csv_text.lstrip("\ufeff"), csv_name
+    return csv_text, csv_name
 
 
 def _unlabelled_items(tree: FileTree, videos: dict[str, str], folders: dict[str, list[str]]
@@ -241,7 +129,7 @@ def _labelled_items(tree: FileTree, folders: dict[str, list[str]], csv_text: str
                 src = VideoSource("file", path)
             else:
                 src = tree.file_source(rel)  # a missing path fails when the video is read
-            vid = posixpath.splitext(rel)[0] if _ext(rel) in VIDEO_EXTS else rel
+            vid = posixpath.splitext(rel)[0] if extension(rel) in VIDEO_EXTS else rel
             default_subject = _subject_of(tree, rel)
         items.append(Item(vid, src, subject or default_subject, labels))
     return items
@@ -295,7 +183,7 @@ def adapter_unbc(tree: FileTree, entry: dict, *, labels_csv: str | None = None,
     seqs: dict[tuple[str, str], list[str]] = defaultdict(list)
     for f in tree.files:
         parts = f.split("/")
-        if len(parts) == 4 and parts[0] == "Images" and _ext(f) in IMAGE_EXTS:
+        if len(parts) == 4 and parts[0] == "Images" and extension(f) in IMAGE_EXTS:
             seqs[(parts[1], parts[2])].append(f)
     if not seqs:
         raise DatasetError(f"{tree.full('Images')}: no Images/<subject>/<sequence>/<frame>.png "
@@ -327,12 +215,11 @@ def adapter_unbc(tree: FileTree, entry: dict, *, labels_csv: str | None = None,
 # ----------------------------------------------------------------------
 def _read_biovid(tree: FileTree, classes, where: str) -> list[dict[str, str]]:
     """The rows of samples.csv, only those of ``classes`` (names or ids) when given."""
-    text = tree.read_text("samples.csv")
     name = tree.full("samples.csv")
     name = f"{tree.archive}!{name}" if tree.archive else name
+    text = tree.read_user_text("samples.csv", name, "BioVid samples.csv")
     if text is None:
         raise DatasetError(f"{name}: BioVid samples.csv is missing")
-    text = text.lstrip("\ufeff")
     first = text.split("\n", 1)[0]
     delim = "\t" if "\t" in first else ","
     rows = list(csv.DictReader(io.StringIO(text), delimiter=delim))
@@ -388,11 +275,13 @@ def adapter_biovid(tree: FileTree, entry: dict, *, labels_csv: str | None = None
     return _biovid_items(tree, rows, "", extra)
 
 
-def biovid_parts(entry: dict, root: str | None, dataset: str, env: str) -> list[Item]:
+def biovid_parts(entry: dict, root: str | None, dataset: str, env: str,
+                 report: Callable[[str], None] | None = None) -> list[Item]:
     """Items of a BioVid entry made of ``parts`` (one BioVid folder each, own label value).
 
     ``root`` is the dataset's root, against which relative part roots are
-    taken; ``env`` is its environment variable, named in messages.
+    taken; ``env`` is its environment variable, named in messages;
+    ``report`` gets what the listing leaves out (see :class:`FileTree`).
     """
     label = str(entry.get("label", "genuine"))
     items = []
@@ -410,14 +299,15 @@ def biovid_parts(entry: dict, root: str | None, dataset: str, env: str) -> list[
         if "value" not in part:
             raise DatasetError(f"dataset {dataset!r}: part {pname!r} needs a 'value' for "
                                f"label {label!r}")
-        items += _biovid_part_items(proot, pname, part, label, float(part["value"]), dataset)
+        items += _biovid_part_items(proot, pname, part, label, float(part["value"]), dataset,
+                                    report)
     return items
 
 
 def _biovid_part_items(proot: str, pname: str, part: dict, label: str, value: float,
-                       dataset: str) -> list[Item]:
+                       dataset: str, report: Callable[[str], None] | None) -> list[Item]:
     """The items of one part, ids prefixed with the part's name."""
-    tree = FileTree(proot)
+    tree = FileTree(proot, report=report)
     try:
         if tree.layout() != "biovid":
             raise DatasetError(f"{proot}: part {pname!r} of dataset {dataset!r} is not a "

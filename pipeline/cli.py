@@ -11,11 +11,11 @@ import dataclasses
 import functools
 import json
 import os
+import signal
 import sys
 import time
 
 import click
-import yaml
 from click.core import ParameterSource
 
 from ahdi.kernels import AhdiParams
@@ -23,10 +23,14 @@ from ahdi.kernels.compute import REPRESENTATIONS
 
 from ahdi.train.vocab import TASKS
 
-from .errors import AhdiError
+from .errors import AhdiError, SettingError
+from .files import read_yaml
+from .resources import check_resources
+from .stopping import EXIT_CODES, stop_on_signals
 
 EXIT_SOME_FAILED = 3
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = EXIT_CODES[signal.SIGINT]
+EXIT_TERMINATED = EXIT_CODES[signal.SIGTERM]
 
 _PARAM_FIELDS = [f for f in dataclasses.fields(AhdiParams) if f.metadata["option"]]
 
@@ -65,15 +69,7 @@ def build_params(config: str | None, given: dict) -> AhdiParams:
     """Defaults, then the --config YAML, then the options given on the command line."""
     values: dict = {}
     if config:
-        try:
-            with open(config, encoding="utf-8") as fh:
-                loaded = yaml.safe_load(fh) or {}
-        except OSError as exc:
-            raise click.ClickException(f"cannot read config {config}: {exc.strerror}")
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise click.ClickException(f"{config}{where}: not valid YAML ({exc})")
+        loaded = read_yaml(config, "config", SettingError) or {}
         if not isinstance(loaded, dict):
             raise click.ClickException(f"{config}: expected a mapping of parameter: value")
         section = loaded.get("params", loaded)
@@ -169,7 +165,9 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
     from ahdi.pipeline.graph import convert
     from ahdi.pipeline.resolve import resolve_source
 
-    name, items = resolve_source(source, labels_csv=labels, root=root, datasets_yaml=datasets)
+    name, items = resolve_source(source, labels_csv=labels, root=root, datasets_yaml=datasets,
+                                 on_skip=lambda message: click.echo(f"left out: {message}",
+                                                                    err=True))
     if not items:
         raise click.ClickException(f"{source}: no videos found")
     parent = os.path.dirname(os.path.abspath(output)) or "."
@@ -179,15 +177,20 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
         raise click.ClickException(f"{output}: cannot write in {parent}")
     progress = Progress(quiet)
     try:
-        report = convert(items, output, params, representations, dataset=name,
-                         source=str(source), scheduler=scheduler, workers=workers,
-                         overwrite=overwrite, memory_budget=int(memory_budget_mb * 2**20),
-                         tmp_dir=tmp_dir, on_start=progress.start,
-                         on_outcome=progress.outcome, on_dashboard=progress.dashboard)
-    except KeyboardInterrupt:
-        click.echo(f"\ninterrupted: finished items are kept in {output}; run the same "
+        with stop_on_signals(lambda text: click.echo(text, err=True)):
+            report = convert(items, output, params, representations, dataset=name,
+                             source=str(source), scheduler=scheduler, workers=workers,
+                             overwrite=overwrite, memory_budget=int(memory_budget_mb * 2**20),
+                             tmp_dir=tmp_dir, on_start=progress.start,
+                             on_outcome=progress.outcome, on_dashboard=progress.dashboard)
+    except KeyboardInterrupt as exc:
+        # SIGINT or SIGTERM (stopping.Interrupted), or a KeyboardInterrupt
+        # raised before the handlers were in place.
+        code = getattr(exc, "exit_code", EXIT_INTERRUPTED)
+        what = "terminated (SIGTERM)" if code == EXIT_TERMINATED else "interrupted"
+        click.echo(f"\n{what}: finished items are kept in {output}; run the same "
                    f"command again to resume", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(code)
     if not quiet:
         click.echo(f"{report.done} converted, {len(report.failed)} failed, "
                    f"{report.skipped} already done, in {report.seconds:.1f} s -> "
@@ -234,6 +237,7 @@ def convert(source, output, labels, root, datasets_yaml, config, representations
     """
     params = build_params(config, given)
     reps = parse_representations(representations)
+    check_resources(params, tmp_dir, scheduler)
     report = run_convert(source, output, params, reps, labels=labels, root=root,
                          datasets=datasets_yaml, scheduler=scheduler, workers=workers,
                          overwrite=overwrite, memory_budget_mb=memory_budget,
@@ -280,6 +284,27 @@ def inspect(store_path, as_json, montage, rep, video, plot, export, html):
     if html:
         html_report(store, html)
         click.echo(f"report: {html}", err=True)
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE")
+@click.option("--repair", is_flag=True,
+              help="Mark the items with a bad chunk pending, so the next convert redoes them.")
+@library_errors
+def verify(store_path, repair):
+    """Read back every chunk of a store; name each damaged or missing one.
+
+    Checks every item's status and every chunk of every done item (each
+    chunk carries a checksum). Exit status 1 when any chunk is bad.
+
+    Example: ahdi verify clinic.zarr --repair
+    """
+    from ahdi.pipeline.verify import format_report, verify_store
+
+    report = verify_store(store_path, repair=repair)
+    click.echo(format_report(report))
+    if not report.ok:
+        sys.exit(1)
 
 
 @main.command()
@@ -344,18 +369,25 @@ def ablate(source, grid, task, label, positive, protocol, labels, root, schedule
 
     Each distinct conversion parameter set is converted once (reused when its
     store exists), every cell is trained with the same folds and seeds, and
-    OUT gets results.csv (cell x fold), table.md (mean ± std, best in bold)
-    and one PNG per swept axis. Re-running resumes; a grown grid computes
-    only its new cells.
+    OUT gets results.csv (cell x fold), table.md (mean ± std, folds and items
+    per cell, best in bold) and one PNG per swept axis. Every cell is scored
+    on the items done in all the grid's stores. Re-running resumes (an
+    interrupted cell from its last epoch); a grown grid computes only its
+    new cells.
 
     Example: ahdi ablate ~/clinic --labels clinic.csv --task regression
     --label vas --grid table3_patch --out ablations/patch
     """
     from .ablate import Inputs, Target, run_ablation
 
-    summary = run_ablation(grid, out, Target(task, label, protocol, positive),
-                           Inputs(source, labels, root, scheduler, workers),
-                           log=lambda line: click.echo(line, err=True))
+    try:
+        summary = run_ablation(grid, out, Target(task, label, protocol, positive),
+                               Inputs(source, labels, root, scheduler, workers),
+                               log=lambda line: click.echo(line, err=True))
+    except KeyboardInterrupt as exc:      # Ctrl-C, or the trainer's TrainingInterrupted
+        click.echo(f"\ninterrupted: finished stores and cells are kept in {out}; run the "
+                   f"same command again to resume", err=True)
+        sys.exit(getattr(exc, "exit_code", EXIT_INTERRUPTED))
     click.echo(f"{summary['cells']} cells: {len(summary['converted'])} conversions, "
                f"{len(summary['trained'])} trainings ({len(summary['reused_stores'])} stores "
                f"and {len(summary['reused_cells'])} cells reused)")

@@ -9,7 +9,7 @@ kinds apart catch the subclass, never match a class name or message text.
 from __future__ import annotations
 
 __all__ = [
-    "AhdiError", "VideoError", "DatasetError", "StoreError", "ClusterError",
+    "AhdiError", "VideoError", "DatasetError", "StoreError", "DamagedChunkError", "ClusterError",
     "ClusterPathError", "GridError", "SettingError",
 ]
 
@@ -28,6 +28,24 @@ class DatasetError(AhdiError, ValueError):
 
 class StoreError(AhdiError):
     """A store cannot be created, opened, written or locked as asked."""
+
+
+class DamagedChunkError(StoreError):
+    """A chunk of a store cannot be read back, or one a done item must have is missing.
+
+    ``store``, ``array``, ``index`` (None for a column of the whole store),
+    ``video_id``, ``kind`` ('damaged' or 'missing') and ``reason`` say which
+    and why; the message says how to repair it. Built from the message
+    alone (as pickling and torch's worker processes rebuild exceptions),
+    the other fields are empty.
+    """
+
+    def __init__(self, message: str, *, store: str = "", array: str = "",
+                 index: int | None = None, video_id: str = "", kind: str = "damaged",
+                 reason: str = "") -> None:
+        super().__init__(message)
+        self.store, self.array, self.index = store, array, index
+        self.video_id, self.kind, self.reason = video_id, kind, reason
 
 
 class ClusterError(AhdiError, RuntimeError):

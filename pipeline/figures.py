@@ -11,19 +11,25 @@ per-video figure is in :mod:`ahdi.pipeline.video_figure`.
 >>> store = open_store("out.zarr")                              # doctest: +SKIP
 >>> save_png("montage.png", montage(store))                     # doctest: +SKIP
 >>> export_pngs(store, "pngs/")                                 # doctest: +SKIP
+
+An item whose chunks cannot be read back (a damaged store) is left out of
+a montage and an export, with a warning on the ``ahdi.pipeline.figures``
+logger that names it and says to run ``ahdi verify --repair``.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import os
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import cv2
 import numpy as np
 
-from .errors import StoreError
+from .errors import DamagedChunkError, StoreError
 from .store import Store
 from .summary import format_number
 
@@ -36,7 +42,12 @@ __all__ = [
     "encode_png",
     "save_png",
     "export_pngs",
+    "export_name",
+    "done_items",
+    "readable",
 ]
+
+log = logging.getLogger(__name__)
 
 #: How each representation is titled in pictures.
 REP_TITLES = {"ahdi": "AHDI", "sdi": "SDI", "mean": "mean", "flow": "flow", "mdv": "MDV"}
@@ -116,18 +127,45 @@ def label_caption(labels: dict[str, np.ndarray], kinds: dict[str, str], i: int,
     return "  ".join(parts)
 
 
-def _montage_items(store: Store, rep: str, indices: Sequence[int] | None) -> list[int]:
-    """The asked items that are done; errors name the store and the counts."""
-    if rep not in store.representations:
-        raise StoreError(f"store {store.path} holds no {rep!r} images; it holds "
-                         f"{', '.join(store.representations)}")
-    status = store.statuses()
+# ----------------------------------------------------------------------------
+# damaged items: named and left out
+# ----------------------------------------------------------------------------
+_UNREADABLE = "\x00unreadable"   # no status is spelled so
+
+
+def done_items(store: Store, indices: Sequence[int] | None = None) -> list[int]:
+    """The done items among ``indices`` (all by default), in order; an item
+    whose status chunk cannot be read is left out with a warning."""
+    status = store.statuses(unreadable=_UNREADABLE)
     asked = list(range(store.n_items)) if indices is None else [int(i) for i in indices]
     for i in asked:
         if not 0 <= i < store.n_items:
             raise StoreError(f"item index {i} out of range for store {store.path} "
                              f"with {store.n_items} items")
-    done = [i for i in asked if status[i] == "done"]
+        if status[i] == _UNREADABLE:
+            log.warning(f"skipped: {store.damage('status', i, 'damaged', 'cannot be decoded')}")
+    return [i for i in asked if status[i] == "done"]
+
+
+def readable(store: Store, indices: Sequence[int],
+             read: Callable[[int], Any]) -> Iterator[tuple[int, Any]]:
+    """``(i, read(i))`` for each item whose chunks ``read`` can read back; an
+    item with a damaged or missing chunk is skipped with a warning naming it."""
+    for i in indices:
+        try:
+            value = read(i)
+        except DamagedChunkError as err:
+            log.warning(f"skipped: {err}")
+            continue
+        yield i, value
+
+
+def _montage_items(store: Store, rep: str, indices: Sequence[int] | None) -> list[int]:
+    """The asked items that are done; errors name the store and the counts."""
+    if rep not in store.representations:
+        raise StoreError(f"store {store.path} holds no {rep!r} images; it holds "
+                         f"{', '.join(store.representations)}")
+    done = done_items(store, indices)
     if not done:
         counts = store.counts()
         raise StoreError(f"no done item to show in store {store.path} ({counts['done']} "
@@ -136,13 +174,21 @@ def _montage_items(store: Store, rep: str, indices: Sequence[int] | None) -> lis
     return done
 
 
-def _montage_images(store: Store, rep: str, shown: list[int]) -> list[np.ndarray]:
-    if rep != "mdv":
-        return list(store.images(rep, shown))
-    # An item's MDV is a stack: its first window image stands for it.
-    firsts = [store.mdv(i)[:1] for i in shown]
-    return [m[0] if len(m) else np.zeros((store.size, store.size, 3), np.uint8)
-            for m in firsts]
+def _montage_images(store: Store, rep: str, done: list[int],
+                    most: int) -> list[tuple[int, np.ndarray]]:
+    """The first ``most`` done items that read back, with their image."""
+    def first_window(i: int) -> np.ndarray:
+        # An item's MDV is a stack: its first window image stands for it.
+        stack = store.mdv(i)
+        return stack[0] if len(stack) else np.zeros((store.size, store.size, 3), np.uint8)
+
+    read = first_window if rep == "mdv" else (lambda i: store.image(rep, i))
+    shown = []
+    for i, img in readable(store, done, read):
+        shown.append((i, img))
+        if len(shown) == most:
+            break
+    return shown
 
 
 def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = None,
@@ -179,10 +225,13 @@ def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = Non
         The store holds no ``rep``, or none of the asked items is done.
     """
     done = _montage_items(store, rep, indices)
-    shown = done[:max(1, int(max_items))]
     tile = int(tile) if tile else min(store.size, 160)
     if tile < 8:
         raise ValueError(f"tile must be >= 8 pixels, got {tile}")
+    shown = _montage_images(store, rep, done, max(1, int(max_items)))
+    if not shown:
+        raise StoreError(f"no item of store {store.path} could be read back to show; "
+                         f"run ahdi verify {store.path} --repair")
     n = len(shown)
     columns = int(columns) if columns else max(1, math.ceil(math.sqrt(n)))
     columns = max(1, min(columns, n))
@@ -197,15 +246,17 @@ def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = Non
     gap = 6
 
     title = f"{REP_TITLES.get(rep, rep)}  {store.attrs.get('dataset', '')}  {n} of {store.n_items}"
-    if len(done) > n:
-        title += f" (+{len(done) - n} done)"
+    # done items never tried because the limit was reached (not damaged ones)
+    left_out = len(done) - done.index(shown[-1][0]) - 1 if n == max(1, int(max_items)) else 0
+    if left_out:
+        title += f" (+{left_out} done)"
     width = max(columns * cell_w + (columns + 1) * gap, 260)
     head = _canvas(31, width)
     _put(head, _fit(title, width - 16, 0.5, keep="start"), 8, head.shape[0] - 10, 0.5)
     grid = _canvas(rows * cell_h + (rows + 1) * gap, width, _PAPER)
 
     ids = store.video_ids()
-    for k, (i, img) in enumerate(zip(shown, _montage_images(store, rep, shown))):
+    for k, (i, img) in enumerate(shown):
         r, c = divmod(k, columns)
         x = gap + c * (cell_w + gap)
         y = gap + r * (cell_h + gap)
@@ -288,17 +339,25 @@ def save_png(path: str | os.PathLike, rgb: np.ndarray) -> str:
     return path
 
 
-def _safe_name(video_id: str) -> str:
-    return str(video_id).replace("/", "__").replace("\\", "__")
+def export_name(index: int, video_id: str, n_items: int) -> str:
+    """A file name stem for one item: its index (zero-padded to the store's
+    count) and its id with every character but letters, digits, ``.``,
+    ``-`` and ``_`` turned into ``_``, cut to 80 characters. The index
+    keeps two ids that sanitise alike (``x/y``, ``x__y``, ``x\\y``) apart."""
+    width = len(str(max(n_items - 1, 0)))
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", str(video_id)).strip(".")[:80]
+    return f"{index:0{width}d}_{safe}" if safe else f"{index:0{width}d}"
 
 
 def export_pngs(store: Store, out_dir: str | os.PathLike,
                 representations: Sequence[str] | None = None) -> list[str]:
     """Write every done item's images as PNG files.
 
-    Files are ``<out_dir>/<rep>/<id>.png`` for the single images and
-    ``<out_dir>/mdv/<id>_<k>.png`` for the k-th MDV window image, where
-    ``<id>`` is the video id with ``/`` replaced by ``__``.
+    Files are ``<out_dir>/<rep>/<name>.png`` for the single images and
+    ``<out_dir>/mdv/<name>_<k>.png`` for the k-th MDV window image, where
+    ``<name>`` is :func:`export_name` (index and sanitised id): distinct
+    for every item and the same every time. An item whose chunks cannot be
+    read back is skipped with a warning naming it.
 
     Parameters
     ----------
@@ -316,7 +375,7 @@ def export_pngs(store: Store, out_dir: str | os.PathLike,
 
     Raises
     ------
-    ValueError
+    StoreError
         A representation the store does not hold.
     OSError
         A file cannot be written (the message names it).
@@ -328,15 +387,17 @@ def export_pngs(store: Store, out_dir: str | os.PathLike,
         raise StoreError(f"store {store.path} holds no {', '.join(missing)}; it holds "
                          f"{', '.join(store.representations)}")
     ids = store.video_ids()
+
+    def images(i: int) -> dict[str, Any]:     # read all first: a damaged item writes nothing
+        return {rep: store.mdv(i) if rep == "mdv" else store.image(rep, i) for rep in reps}
+
     written: list[str] = []
-    for i in (int(i) for i in np.flatnonzero(store.statuses() == "done")):
-        name = _safe_name(ids[i])
-        for rep in reps:
+    for i, item in readable(store, done_items(store), images):
+        name = export_name(i, ids[i], store.n_items)
+        for rep, value in item.items():
             if rep == "mdv":
-                for k, img in enumerate(store.mdv(i)):
-                    written.append(save_png(os.path.join(out_dir, "mdv", f"{name}_{k}.png"),
-                                            img))
+                written += [save_png(os.path.join(out_dir, "mdv", f"{name}_{k}.png"), img)
+                            for k, img in enumerate(value)]
             else:
-                written.append(save_png(os.path.join(out_dir, rep, f"{name}.png"),
-                                        store.image(rep, i)))
+                written.append(save_png(os.path.join(out_dir, rep, f"{name}.png"), value))
     return written

@@ -15,10 +15,12 @@ error, and the other videos go on.
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 import os
 import socket
 import time
 import traceback
+from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
 import dask
@@ -26,8 +28,9 @@ import dask
 from ahdi.kernels import AhdiParams, compute_ahdi
 from ahdi.kernels.compute import check_representations
 
+from . import stopping
 from .errors import ClusterError, ClusterPathError, SettingError, VideoError
-from .layout import create_store
+from .layout import locked_store
 from .store import Store, open_store
 from .video import open_video
 
@@ -128,15 +131,20 @@ def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
     try:
         # Half the budget may hold a short clip's decoded frames so the face
         # search does not decode it twice; the frame buffer gets the rest.
-        with open_video(item.source, params, tmp_dir, decode_threads=decode_threads,
-                        replay_budget=memory_budget // 2) as reader:
-            result = compute_ahdi(reader, params, representations,
+        with stopping.task_running(), \
+                open_video(item.source, params, tmp_dir, decode_threads=decode_threads,
+                           replay_budget=memory_budget // 2) as reader:
+            # A stopped run leaves between frames; the with-blocks remove temp files.
+            result = compute_ahdi(stopping.frames_until_stopped(reader), params, representations,
                                   memory_budget=memory_budget - reader.replay_bytes,
                                   tmp_dir=tmp_dir)
             return result, float(reader.fps), tuple(reader.warnings), time.perf_counter() - started
     except Exception as exc:  # recorded per item; the graph goes on
         return _Failure(_describe_error(item.source.describe(), exc),
                         time.perf_counter() - started)
+    except stopping.ConversionCancelled:
+        stopping.leave_worker_process()
+        raise   # not a failure: the item stays pending
 
 
 def write_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome:
@@ -234,10 +242,24 @@ def _run_local(writes: list, scheduler: str, workers: int | None,
                 on_outcome(result)
 
     kwargs = {"scheduler": scheduler}
-    if scheduler != "sync":
-        kwargs["num_workers"] = workers or os.cpu_count() or 1
-    with _Progress():
-        dask.compute(*writes, **kwargs)
+    n_workers = workers or os.cpu_count() or 1
+    if scheduler == "threads":
+        kwargs["num_workers"] = n_workers
+    if scheduler != "processes":
+        with _Progress():
+            dask.compute(*writes, **kwargs)
+        return outcomes
+    # Our own pool, so its workers can be stopped at once and never outlive us.
+    pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=stopping.init_worker_process,
+                               initargs=(os.getpid(),))
+    try:
+        with _Progress():
+            dask.compute(*writes, pool=pool, **kwargs)
+    except BaseException:
+        stopping.terminate_pool(pool)
+        raise
+    pool.shutdown(wait=True)
     return outcomes
 
 
@@ -264,21 +286,27 @@ def _run_distributed(writes: list, address: str, store: Store, items, indices,
         futures = client.compute(writes)
         which = {future.key: index for future, index in zip(futures, indices)}
         outcomes = []
-        for future in as_completed(futures):
-            try:
-                outcome = future.result()
-            except Exception as exc:
-                # The tasks never raise, so this is the cluster giving up on an
-                # item, e.g. KilledWorker: the video took down every worker that
-                # tried it (a decoder crash, memory). It fails alone.
-                index = which[future.key]
-                item = items[index]
-                message = (f"{item.source.describe()}: the cluster gave up on it: "
-                           f"{type(exc).__name__}: {exc}")
-                store.write_failure(index, message)
-                outcome = ItemOutcome(index, item.video_id, "failed", message)
-            outcomes.append(outcome)
-            on_outcome(outcome)
+        try:
+            for future in as_completed(futures):
+                try:
+                    outcome = future.result()
+                except Exception as exc:
+                    # The tasks never raise, so this is the cluster giving up on an
+                    # item, e.g. KilledWorker: the video took down every worker that
+                    # tried it (a decoder crash, memory). It fails alone.
+                    index = which[future.key]
+                    item = items[index]
+                    message = (f"{item.source.describe()}: the cluster gave up on it: "
+                               f"{type(exc).__name__}: {exc}")
+                    store.write_failure(index, message)
+                    outcome = ItemOutcome(index, item.video_id, "failed", message)
+                outcomes.append(outcome)
+                on_outcome(outcome)
+        except BaseException:
+            # Stopped: the cluster drops what has not started; tasks already
+            # running finish their item (whole chunks, status last).
+            client.cancel(futures)
+            raise
         return outcomes
 
 
@@ -330,10 +358,12 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
         raise SettingError(f"scheduler must be one of {', '.join(LOCAL_SCHEDULERS)} or "
                          f"tcp://HOST:PORT, got {scheduler!r}")
     started = time.perf_counter()
+    stopping.reset_stop()
     store_path = os.path.abspath(os.fspath(store_path))
-    store = create_store(store_path, items, params, representations, dataset=dataset,
-                         source=source, overwrite=overwrite)
-    with store.lock():
+    # The lock is taken before the store is created or reopened: a refused
+    # run writes nothing.
+    with locked_store(store_path, items, params, representations, dataset=dataset,
+                      source=source, overwrite=overwrite) as store:
         # A resumed store: done items are kept, pending and failed ones redone.
         indices = store.pending_indices()
         skipped = len(items) - len(indices)

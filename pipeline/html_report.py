@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .figures import REP_TITLES, encode_png, montage
+from .figures import REP_TITLES, encode_png, montage, readable
 from .store import IMAGE_REPRESENTATIONS, Store
 from .summary import label_detail, summary
 from .video_figure import video_plot
@@ -128,20 +128,24 @@ def _montage_section(store: Store, limit: int) -> list[str]:
 
 
 def _items_section(store: Store, limit: int) -> list[str]:
-    """Every item's status and figure, up to ``limit`` items."""
+    """Every item's status and figure, up to ``limit`` items; a damaged item
+    says so in place of its figure (and is named in a warning)."""
     ids = [str(v) for v in store.video_ids()]
-    status = store.statuses()
+    status = store.statuses(unreadable="damaged")
     shown = range(min(store.n_items, limit))
+    plots = dict(readable(store, shown, lambda i: video_plot(store, i)))
     out = ["<h2>Items</h2>"]
     if len(shown) < store.n_items:
         out.append(f"<p class='muted'>first {len(shown)} of {store.n_items} items shown "
                    f"(max_items={limit})</p>")
     for i in shown:
-        st = str(status[i])
+        st = str(status[i]) if i in plots else "damaged"
+        body = (f"<img alt='{_e(ids[i])}' src='{_data_uri(plots[i])}'>" if i in plots else
+                f"<p class='err'>a chunk of this item cannot be read back; run "
+                f"<code>ahdi verify {_e(store.path)} --repair</code>, then the same "
+                f"<code>ahdi convert</code> command</p>")
         out += [f"<div class='item' id='item-{i}'><h3>[{i}] {_e(ids[i])} "
-                f"<span class='{_e(st)}'>{_e(st)}</span></h3>",
-                f"<img alt='{_e(ids[i])}' src='{_data_uri(video_plot(store, i))}'>",
-                "</div>"]
+                f"<span class='{_e(st)}'>{_e(st)}</span></h3>", body, "</div>"]
     return out
 
 

@@ -1,183 +1,47 @@
-"""The layout of an AHDI store: its schema, and laying it out or reopening it.
+"""Laying an AHDI store out, or reopening one to resume: always under its lock.
 
-Before any video is converted, :func:`create_store` lays the whole store out
-(docs/store.md): the root attributes and every array with its final shape,
-chunks, dtype, fill value, dimension names and description, as listed by
-:func:`array_specs`. The columns that come from the item listing (video id,
-subject, source, labels) are written then; everything else is written per
-item by :meth:`~ahdi.pipeline.store.Store.write_item`. An existing store
-made the same way is reopened to resume instead; one made differently is
-refused with a message that says what differs (:func:`_mismatch`).
+:func:`locked_store` checks everything that can be checked (parameters,
+representations, video ids, label names, text) before it touches anything;
+then it takes the writer lock (``<store>.lock``, beside the store, so it
+exists before the store does) and, holding it, lays the store out
+(:mod:`ahdi.pipeline.schema` lists the arrays) or reopens a matching one.
+A run refused by the lock, or by a store made differently, has written
+nothing.
+
+A layout is written in place and recognised as complete by its files
+(:func:`ahdi.pipeline.store_files.layout_problem`): one that was interrupted
+holds no converted item, so the next run rebuilds it. On resume the item
+listing (subjects, sources, label columns) is brought up to date: it is
+data, not a reason to recompute, so an edited labels CSV takes effect even
+when a column appears, vanishes or changes from numbers to text.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import contextlib
 import datetime as _dt
-import math
 import os
 import shutil
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import zarr
-from zarr.codecs import ZstdCodec
 
 from ahdi.kernels.compute import REPRESENTATIONS, check_representations
 from ahdi.kernels.params import AhdiParams
 
 from .errors import DatasetError, StoreError
-from .lock import refuse_if_locked
-from .store import (LOCK_NAME, MOTION_CAPACITY, MOTION_CHUNK, STORE_VERSION, Store,
-                    is_ahdi_store, not_a_store_error, open_store)
+from .lock import hold_lock
+from .schema import (COMPRESSORS, READABLE_VERSIONS, RELABELING, STORE_VERSION, ArraySpec,
+                     array_specs, check_listing, label_spec, labels_of, listing_columns)
+from .store import Store
+from .store_files import (is_ahdi_store, is_consolidated, layout_problem, lock_path,
+                          not_a_store_error)
 
-__all__ = ["ArraySpec", "array_specs", "create_store", "segments_width"]
+__all__ = ["create_store", "locked_store"]
 
-# Fixed codec settings: Zstandard without checksum is deterministic for a
-# given input, so the same result written twice gives the same chunk bytes.
-_COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
 _OVERWRITE_HINT = "use --overwrite to replace it, or another output path"
-_ITEM = ("item",)
-_IMAGE_DIMS = ("item", "y", "x", "channel")
-
-
-def segments_width(params: AhdiParams) -> int:
-    """Columns of the ``segments`` array: most boundaries an item can have.
-
-    ``n_segments + 1`` for adaptive segmentation; for fixed windows the
-    boundaries are the window starts plus T, so ``max_windows + 1``.
-    """
-    if params.segmentation == "adaptive":
-        return params.n_segments + 1
-    return params.max_windows + 1
-
-
-# ----------------------------------------------------------------------------
-# the schema
-# ----------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class ArraySpec:
-    """One array of the layout; ``values`` (if any) are written at layout."""
-
-    name: str
-    shape: tuple[int, ...]
-    chunks: tuple[int, ...]
-    dtype: Any
-    fill_value: Any
-    dims: tuple[str, ...]
-    description: str
-    values: np.ndarray | None = None
-
-
-def _per_item(name: str, dtype: Any, fill_value: Any, description: str, n: int) -> ArraySpec:
-    """A (N,) array written by each item's task: chunk 1, so tasks never share a file."""
-    return ArraySpec(name, (n,), (1,), dtype, fill_value, _ITEM, description)
-
-
-def _image_specs(n: int, params: AhdiParams, representations: Sequence[str]) -> list[ArraySpec]:
-    s, cap = params.size, params.mdv_capacity
-    specs = []
-    for rep in representations:
-        if rep == "mdv":
-            specs.append(ArraySpec(
-                "mdv", (n, cap, s, s, 3), (1, 1, s, s, 3), "uint8", 0,
-                ("item", "window", "y", "x", "channel"),
-                "level-1 window images; slots >= mdv_count are empty"))
-            specs.append(_per_item("mdv_count", "int32", 0,
-                                   "number of level-1 window images of the item", n))
-        else:
-            specs.append(ArraySpec(rep, (n, s, s, 3), (1, s, s, 3), "uint8", 0, _IMAGE_DIMS,
-                                   f"{rep} image, RGB uint8"))
-    return specs
-
-
-def _text(values: Sequence[Any]) -> np.ndarray:
-    return np.array(["" if v is None else str(v) for v in values], dtype=object)
-
-
-def _listing_specs(items: Sequence[Any]) -> list[ArraySpec]:
-    """Columns of the item listing, written whole at layout (one chunk each)."""
-    n = len(items)
-    specs = [ArraySpec(name, (n,), (n,), str, "", _ITEM, description, _text(values))
-             for name, values, description in (
-                 ("video_id", [it.video_id for it in items], "video identifier"),
-                 ("subject", [it.subject for it in items], "subject identifier"),
-                 ("source", [it.source.describe() for it in items],
-                  "where the video was read from"))]
-    names, kinds, columns = _labels_of(items)
-    for name in names:
-        if kinds[name] == "number":
-            specs.append(ArraySpec(f"label_{name}", (n,), (n,), "float64", math.nan, _ITEM,
-                                   f"label {name!r} (NaN = missing)", columns[name]))
-        else:
-            specs.append(ArraySpec(f"label_{name}", (n,), (n,), str, "", _ITEM,
-                                   f"label {name!r} ('' = missing)", columns[name]))
-    return specs
-
-
-def _status_specs(n: int) -> list[ArraySpec]:
-    # Status is 'pending' by fill value: nothing to write until an item ends.
-    return [
-        _per_item("status", str, "pending",
-                  "pending | done | failed; written last by each task", n),
-        _per_item("error", str, "", "why the item failed ('' when it did not)", n),
-        _per_item("warning", str, "", "reader warnings, one per line", n),
-        _per_item("n_frames", "int32", 0, "frames T of the video", n),
-        _per_item("fps", "float32", math.nan, "frames per second", n),
-        _per_item("eps", "float32", math.nan, "activity threshold used (px/frame)", n),
-    ]
-
-
-def _track_specs(n: int, params: AhdiParams) -> list[ArraySpec]:
-    """Ragged per-item data in fixed-width rows padded with the fill value."""
-    cap, width = params.mdv_capacity, segments_width(params)
-    return [
-        ArraySpec("motion", (n, MOTION_CAPACITY), (1, MOTION_CHUNK), "float32", math.nan,
-                  ("item", "frame"),
-                  "motion activity MA_t; row i holds n_frames[i] values, NaN after"),
-        ArraySpec("segments", (n, width), (1, width), "int32", -1, ("item", "boundary"),
-                  "segment boundaries, 0-based, first 0, last T; -1 after"),
-        ArraySpec("windows", (n, cap, 2), (1, cap, 2), "int32", -1, ("item", "window", "edge"),
-                  "level-1 windows [start, stop) in frames; -1 rows unused"),
-    ]
-
-
-def array_specs(items: Sequence[Any], params: AhdiParams,
-                representations: Sequence[str]) -> list[ArraySpec]:
-    """Every array of a store for ``items``, in the order the layout creates them."""
-    n = len(items)
-    return (_image_specs(n, params, representations) + _listing_specs(items)
-            + _status_specs(n) + _track_specs(n, params))
-
-
-# ----------------------------------------------------------------------------
-# label columns
-# ----------------------------------------------------------------------------
-def _label_kind(values: list[Any]) -> str:
-    present = [v for v in values if v is not None and not (isinstance(v, str) and v == "")]
-    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) for v in present)
-    return "number" if numeric else "text"
-
-
-def _labels_of(items: Sequence[Any]) -> tuple[list[str], dict[str, str], dict[str, np.ndarray]]:
-    names: list[str] = []
-    for item in items:
-        for name in (getattr(item, "labels", None) or {}):
-            if name not in names:
-                names.append(str(name))
-    kinds: dict[str, str] = {}
-    columns: dict[str, np.ndarray] = {}
-    for name in names:
-        raw = [(getattr(item, "labels", None) or {}).get(name) for item in items]
-        kinds[name] = _label_kind(raw)
-        if kinds[name] == "number":
-            columns[name] = np.array([math.nan if v is None else float(v) for v in raw],
-                                     dtype=np.float64)
-        else:
-            columns[name] = np.array(["" if v is None else str(v) for v in raw], dtype=object)
-    return names, kinds, columns
 
 
 # ----------------------------------------------------------------------------
@@ -204,7 +68,7 @@ def _versions() -> dict[str, str | None]:
 
 def _root_attributes(items: Sequence[Any], params: AhdiParams, representations: list[str],
                      dataset: str, source: str) -> dict[str, Any]:
-    names, kinds, _columns = _labels_of(items)
+    names, kinds, _columns = labels_of(items)
     return {
         "ahdi_store_version": STORE_VERSION,
         "params": params.to_dict(),
@@ -220,29 +84,63 @@ def _root_attributes(items: Sequence[Any], params: AhdiParams, representations: 
 
 
 def _create_array(group: zarr.Group, spec: ArraySpec) -> None:
+    # Every chunk written, even one of fill values only (an all-missing label
+    # column): a chunk that is not there is then a damaged store.
     arr = group.create_array(
         spec.name, shape=spec.shape, chunks=spec.chunks, dtype=spec.dtype,
-        fill_value=spec.fill_value, compressors=_COMPRESSORS,
-        dimension_names=list(spec.dims), attributes={"description": spec.description})
+        fill_value=spec.fill_value, compressors=COMPRESSORS,
+        dimension_names=list(spec.dims), attributes={"description": spec.description},
+        config={"write_empty_chunks": True})
     if spec.values is not None:
         arr[:] = spec.values
 
 
 def _consolidate(path: str) -> None:
-    # Array metadata never changes after the layout, so consolidated metadata
-    # stays true; it lets xarray open the store with one read and no warning.
+    # Array metadata changes only under the lock (layout, new label columns),
+    # each time followed by this; it lets xarray open the store with one read
+    # and no warning.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Consolidated metadata")
         zarr.consolidate_metadata(path)
 
 
 def _layout(path: str, items: Sequence[Any], params: AhdiParams,
-            representations: list[str], dataset: str, source: str) -> None:
+            representations: list[str], dataset: str, source: str) -> Store:
+    """Lay the store out in the empty (or absent) folder ``path``.
+
+    The root document comes first, so an interrupted layout is an ahdi store
+    that :func:`~ahdi.pipeline.store_files.layout_problem` calls incomplete.
+    """
     attrs = _root_attributes(items, params, representations, dataset, source)
-    group = zarr.open_group(store=path, mode="w-", zarr_format=3, attributes=attrs)
-    for spec in array_specs(items, params, representations):
-        _create_array(group, spec)
-    _consolidate(path)
+    try:
+        group = zarr.open_group(store=path, mode="w-", zarr_format=3, attributes=attrs)
+        for spec in array_specs(items, params, representations):
+            _create_array(group, spec)
+        _consolidate(path)
+    except OSError as exc:
+        raise StoreError(f"cannot lay out store {path}: {exc.strerror or exc}; free the "
+                         f"space or fix the folder, then run the same command again "
+                         f"(it rebuilds the half-made store)") from exc
+    return Store(path, mode="r+")
+
+
+def _has_items(path: str) -> bool:
+    """True once any item of the store at ``path`` has finished (a status chunk exists)."""
+    folder = os.path.join(path, "status", "c")
+    return os.path.isdir(folder) and bool(os.listdir(folder))
+
+
+def _clear(path: str) -> None:
+    """Empty the ahdi store folder ``path``, so that an interruption leaves a store
+    :func:`layout_problem` calls incomplete and without items: statuses first,
+    the root document last."""
+    entries = sorted(os.listdir(path), key=lambda e: (e != "status", e == "zarr.json"))
+    for entry in entries:
+        full = os.path.join(path, entry)
+        if os.path.isdir(full) and not os.path.islink(full):
+            shutil.rmtree(full)
+        else:
+            os.unlink(full)
 
 
 # ----------------------------------------------------------------------------
@@ -252,7 +150,7 @@ def _mismatch(path: str, attrs: dict[str, Any], params: AhdiParams,
               representations: list[str], video_ids: list[str],
               stored_ids: list[str]) -> str | None:
     """Say how an existing store differs from what was asked, or None."""
-    if attrs.get("ahdi_store_version") != STORE_VERSION:
+    if attrs.get("ahdi_store_version") not in READABLE_VERSIONS:
         return (f"store {path} has layout version {attrs.get('ahdi_store_version')!r}, "
                 f"this ahdi writes version {STORE_VERSION}; {_OVERWRITE_HINT}")
     if attrs.get("param_hash") != params.param_hash():
@@ -280,41 +178,66 @@ def _mismatch(path: str, attrs: dict[str, Any], params: AhdiParams,
     return None
 
 
-def _refresh_item_metadata(store: Store, items: Sequence[Any]) -> str | None:
-    """On resume, bring subjects, label values and sources up to date.
+def _replace_label_columns(path: str, items: Sequence[Any]) -> None:
+    """Replace every ``label_*`` array and the root's ``labels``/``label_kinds``.
+
+    The root attribute ``RELABELING`` is set first and removed last, so a
+    reader never takes a half-replaced listing for a store, and the next run
+    finishes the job (readers refuse it meanwhile, naming the fix).
+    """
+    names, kinds, columns = labels_of(items)
+    zarr.open_group(path, mode="r+").attrs.update({RELABELING: True})
+    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    for name in [n for n in group.array_keys() if n.startswith("label_")]:
+        del group[name]
+    for name in names:
+        _create_array(group, label_spec(name, kinds[name], columns[name]))
+    group.attrs.update({"labels": names, "label_kinds": kinds})
+    _consolidate(path)
+    del zarr.open_group(path, mode="r+").attrs[RELABELING]
+
+
+def _refresh_listing(store: Store, items: Sequence[Any]) -> Store:
+    """On resume, bring subjects, sources and label columns up to date.
 
     They are not computed, so an edited labels CSV or a moved dataset root
     must not leave the old values in a store that is otherwise the same.
-    Label columns that appear, vanish or change kind cannot be rewritten in
-    place: that returns the reason to refuse.
+    Columns that keep their names and kinds are rewritten in place (only if
+    they differ); otherwise every label column is replaced.
     """
-    names, kinds, columns = _labels_of(items)
-    if names != store.label_names or kinds != store.label_kinds:
-        have = ", ".join(f"{n} ({store.label_kinds.get(n)})" for n in store.label_names)
-        want = ", ".join(f"{n} ({kinds[n]})" for n in names)
-        return (f"store {store.path} holds labels {have or '(none)'}, you asked "
-                f"{want or '(none)'}; {_OVERWRITE_HINT}")
-    store.rewrite_column("subject", np.array([str(it.subject) for it in items], dtype=object))
-    store.rewrite_column("source", np.array([it.source.describe() for it in items],
-                                            dtype=object))
-    for name in names:
-        store.rewrite_column(f"label_{name}", columns[name])
-    return None
+    names, kinds, _labels = labels_of(items)
+    columns = listing_columns(items)
+    store.rewrite_column("subject", columns["subject"])
+    store.rewrite_column("source", columns["source"])
+    if (names == store.label_names and kinds == store.label_kinds
+            and not store.attrs.get(RELABELING)):
+        for name in names:
+            store.rewrite_column(f"label_{name}", columns[f"label_{name}"])
+        return store
+    _replace_label_columns(store.path, items)
+    return Store(store.path, mode="r+")
 
 
-def _reopen(path: str, items: list[Any], params: AhdiParams, representations: list[str],
-            video_ids: list[str]) -> tuple[Store, str | None]:
-    """Open the ahdi store at ``path``; return it and why it cannot be resumed (or None)."""
-    existing = open_store(path, mode="r+")
-    why = _mismatch(path, existing.attrs, params, representations, video_ids,
-                    [str(v) for v in existing.video_ids()])
-    if why is None:
-        why = _refresh_item_metadata(existing, items)
-    return existing, why
+def _reopen_why_not(path: str, params: AhdiParams, representations: list[str],
+                    video_ids: list[str]) -> tuple[Store | None, str | None]:
+    """The ahdi store at ``path`` and why it cannot be resumed as asked (or None)."""
+    problem = layout_problem(path)
+    if problem == "incomplete":
+        if not _has_items(path):
+            return None, "its layout was interrupted"
+        return None, (f"store {path} lacks arrays its attributes name (damaged, or "
+                      f"edited by hand); {_OVERWRITE_HINT}")
+    existing = Store(path, mode="r+")
+    try:
+        stored_ids = [str(v) for v in existing.video_ids()]
+    except StoreError as exc:
+        return existing, str(exc)
+    return existing, _mismatch(path, existing.attrs, params, representations, video_ids,
+                               stored_ids)
 
 
 # ----------------------------------------------------------------------------
-# entry point
+# entry points
 # ----------------------------------------------------------------------------
 def _canonical_representations(representations: Sequence[str]) -> list[str]:
     """Validate with the kernels' vocabulary; the store keeps its canonical order."""
@@ -335,10 +258,41 @@ def _check_items(path: str, items: list[Any]) -> list[str]:
     return video_ids
 
 
-def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiParams,
+def _refuse_foreign(path: str) -> None:
+    """Refuse a path that holds something other than an ahdi store (or nothing)."""
+    if os.path.lexists(path):
+        if not os.path.isdir(path) or (not is_ahdi_store(path) and os.listdir(path)):
+            raise not_a_store_error(path)
+    elif not os.path.isdir(os.path.dirname(path)):
+        raise StoreError(f"cannot create store {path}: the folder "
+                         f"{os.path.dirname(path)} does not exist")
+
+
+def _create_or_reopen(path: str, items: list[Any], params: AhdiParams, reps: list[str],
+                      video_ids: list[str], dataset: str, source: str,
+                      overwrite: bool) -> Store:
+    """What :func:`locked_store` does once it holds the lock."""
+    _refuse_foreign(path)   # again: the folder may have changed before we took the lock
+    if not os.path.lexists(path) or not os.listdir(path):
+        return _layout(path, items, params, reps, dataset, source)
+    existing, why = _reopen_why_not(path, params, reps, video_ids)
+    if why is None:
+        if not is_consolidated(path):   # a layout cut short at its very last step
+            _consolidate(path)
+        return _refresh_listing(existing, items)
+    if existing is not None and not overwrite:
+        raise StoreError(why)
+    if existing is None and _has_items(path) and not overwrite:
+        raise StoreError(why)
+    _clear(path)
+    return _layout(path, items, params, reps, dataset, source)
+
+
+@contextlib.contextmanager
+def locked_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiParams,
                  representations: Sequence[str], *, dataset: str, source: str,
-                 overwrite: bool = False) -> Store:
-    """Lay out a new store, or reopen a matching one to resume.
+                 overwrite: bool = False, stale_after: float = 600.0) -> Iterator[Store]:
+    """Hold the store's lock, lay the store out or reopen it, and yield it.
 
     Parameters
     ----------
@@ -354,48 +308,55 @@ def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPara
     dataset, source : str
         Recorded in the root attributes.
     overwrite : bool
-        Replace an existing ahdi store made with other parameters or items.
-        A path that is not an ahdi store is never removed.
+        Replace an existing ahdi store made with other parameters or items,
+        or one that cannot be read. A path that is not an ahdi store is
+        never removed.
+    stale_after : float
+        Seconds after which another host's unrefreshed lock is stale
+        (:func:`ahdi.pipeline.lock.hold_lock`).
 
-    Returns
-    -------
+    Yields
+    ------
     Store
-        Opened with ``mode='r+'``. Every array and attribute exists and every
-        item is 'pending' (on resume, existing statuses are kept, and the
-        items' subjects, label values and sources are updated: they are not
-        computed, and an edited labels CSV must take effect).
+        Opened with ``mode='r+'``, its lock held until the block ends. Every
+        array and attribute exists; new items are 'pending'. On resume,
+        statuses are kept and the items' subjects, sources and label
+        columns are brought up to date (they are not computed).
 
     Raises
     ------
     StoreError
         The path is not an ahdi store, or is one made differently (without
-        ``overwrite``), or is locked by a running conversion.
+        ``overwrite``), or another process holds the lock. Nothing was
+        written.
+    DatasetError
+        No items, repeated video ids, a label name or text the store cannot
+        hold. Nothing was written.
     ValueError
-        Unknown representation or no items.
+        Unknown representation.
     """
-    path = os.fspath(path)
+    path = os.path.abspath(os.fspath(path))
     reps = _canonical_representations(representations)
     if not isinstance(params, AhdiParams):
         raise TypeError(f"params must be an AhdiParams, got {type(params).__name__}")
     items = list(items)
     video_ids = _check_items(path, items)
+    check_listing(items, path)
+    _refuse_foreign(path)   # before the lock: no lock file beside someone else's folder
+    with hold_lock(lock_path(path), stale_after=stale_after, what=path):
+        yield _create_or_reopen(path, items, params, reps, video_ids, dataset, source,
+                                overwrite)
 
-    if os.path.lexists(path):
-        if not os.path.isdir(path):
-            raise not_a_store_error(path)
-        if is_ahdi_store(path):
-            existing, why = _reopen(path, items, params, reps, video_ids)
-            if why is None:
-                return existing
-            if not overwrite:
-                raise StoreError(why)
-            refuse_if_locked(os.path.join(path, LOCK_NAME), what=path)
-            shutil.rmtree(path)
-        elif os.listdir(path):
-            raise not_a_store_error(path)
-    try:
-        _layout(path, items, params, reps, dataset, source)
-    except zarr.errors.ContainsGroupError as exc:  # another process raced us
-        raise StoreError(f"store {path} was created by someone else meanwhile; "
-                         f"run again to resume it") from exc
-    return Store(path, mode="r+")
+
+def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiParams,
+                 representations: Sequence[str], *, dataset: str, source: str,
+                 overwrite: bool = False) -> Store:
+    """Lay out a new store, or reopen a matching one to resume; then release the lock.
+
+    What :func:`locked_store` does, for a caller that writes afterwards
+    without holding the lock (tests, a notebook). Same parameters, result
+    and errors.
+    """
+    with locked_store(path, items, params, representations, dataset=dataset,
+                      source=source, overwrite=overwrite) as store:
+        return store

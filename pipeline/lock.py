@@ -27,7 +27,7 @@ from collections.abc import Iterator
 
 from .errors import StoreError
 
-__all__ = ["StoreLock", "hold_lock", "refuse_if_locked"]
+__all__ = ["StoreLock", "hold_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -124,27 +124,6 @@ def _held_message(what: str, lock_path: str, holder: dict | None, stale_after: f
 
 def _what(lock_path: str, what: str | None) -> str:
     return what if what is not None else os.path.dirname(os.path.abspath(lock_path))
-
-
-def refuse_if_locked(lock_path: str, *, stale_after: float = 600.0,
-                     what: str | None = None) -> None:
-    """Raise :class:`StoreError` if a live writer holds ``lock_path``.
-
-    Parameters
-    ----------
-    lock_path : str
-        The lock file; a missing one means nobody holds the lock.
-    stale_after : float
-        Seconds without a refresh after which another host's lock is stale.
-    what : str, optional
-        Path of the store the lock guards, for the message (default: the
-        lock file's folder).
-    """
-    if not os.path.lexists(lock_path):
-        return
-    _raw, holder, stale = _judge_lock(lock_path, stale_after)
-    if stale is None:
-        raise StoreError(_held_message(_what(lock_path, what), lock_path, holder, stale_after))
 
 
 # ----------------------------------------------------------------------------

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import yaml
 
 from .adapters import ADAPTER_OPTIONS, ADAPTERS
 from .errors import DatasetError
+from .files import read_yaml
 
 __all__ = ["load_datasets_yaml", "DEFAULT_DATASETS", "root_env_var", "dataset_root"]
 
@@ -47,6 +47,8 @@ def _find_yaml(path: str | os.PathLike | None) -> Path | None:
         if cand.is_file():
             return cand
         if i == 0 and explicit:
+            if cand.exists():  # a folder or a FIFO: read_text says which
+                return cand
             how = "given" if path is not None else "named by $AHDI_DATASETS"
             raise DatasetError(f"{cand}: datasets file {how} does not exist")
     return None
@@ -54,15 +56,7 @@ def _find_yaml(path: str | os.PathLike | None) -> Path | None:
 
 def _read_yaml(file: Path) -> dict:
     """The ``datasets:`` mapping of a registry file."""
-    text = file.read_text(encoding="utf-8")
-    try:
-        doc = yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise DatasetError(f"{file}{line}: malformed YAML: {exc.problem or exc}") from None
-    except yaml.YAMLError as exc:
-        raise DatasetError(f"{file}: malformed YAML: {exc}") from None
+    doc = read_yaml(file, "datasets file", DatasetError)
     if not isinstance(doc, dict) or not isinstance(doc.get("datasets"), dict):
         raise DatasetError(f"{file}: expected a mapping with a 'datasets:' mapping of "
                            "name -> entry")
@@ -81,8 +75,9 @@ def load_datasets_yaml(path: str | os.PathLike | None = None) -> dict[str, dict]
     Raises
     ------
     DatasetError
-        An explicit path or $AHDI_DATASETS that does not exist, malformed
-        YAML (naming file and line), a wrong structure or an unknown adapter.
+        An explicit path or $AHDI_DATASETS that does not exist, a file that
+        is not UTF-8 or malformed YAML (naming file and line), a wrong
+        structure or an unknown adapter.
     """
     file = _find_yaml(path)
     if file is None:

@@ -10,22 +10,27 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
-from .adapters import ADAPTERS, FileTree, adapter_samples, biovid_parts
+from .adapters import ADAPTERS, adapter_samples, biovid_parts
 from .archives import archive_stem, is_archive
 from .errors import DatasetError
-from .files import VIDEO_EXTS, natural_key
+from .files import VIDEO_EXTS, natural_key, not_regular
 from .items import Item
 from .registry import dataset_root, load_datasets_yaml, root_env_var
 from .sources import VideoSource
+from .tree import FileTree, warn_left_out
+
+Report = Callable[[str], None]
 
 __all__ = ["resolve_source"]
 
 
 def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike | None = None,
                    root: str | os.PathLike | None = None,
-                   datasets_yaml: str | os.PathLike | None = None) -> tuple[str, list[Item]]:
+                   datasets_yaml: str | os.PathLike | None = None,
+                   on_skip: Report | None = None) -> tuple[str, list[Item]]:
     """List the videos of a dataset name, folder, video file or archive.
 
     Parameters
@@ -41,6 +46,10 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
         ``root`` in datasets.yaml); only for dataset names.
     datasets_yaml : path, optional
         Registry file (see :func:`ahdi.pipeline.registry.load_datasets_yaml`).
+    on_skip : callable, optional
+        Called with one message per file or folder the listing leaves out
+        (a FIFO named like a video, thumbnails beside videos, a second link
+        to one folder); default: a Python warning each.
 
     Returns
     -------
@@ -49,6 +58,7 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
         its items sorted by ``video_id``.
     """
     src = str(source)
+    report = on_skip or warn_left_out
     labels_csv = None if labels_csv is None else str(labels_csv)
     is_name = os.sep not in src and "/" not in src and \
         os.path.splitext(src)[1].lower() not in VIDEO_EXTS + (".zip", ".tar", ".gz", ".tgz")
@@ -56,35 +66,40 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
     if is_name:
         registry = load_datasets_yaml(datasets_yaml)
         if src in registry:
-            return _resolve_dataset(src, registry[src], root=root, labels_csv=labels_csv)
+            return _resolve_dataset(src, registry[src], root=root, labels_csv=labels_csv,
+                                    report=report)
     if os.path.exists(src):
         if root is not None:
             raise DatasetError(f"--root applies to dataset names, not to the path {src}")
-        return _resolve_path(src, labels_csv)
+        return _resolve_path(src, labels_csv, report)
     if registry is None:
         registry = load_datasets_yaml(datasets_yaml)
     raise DatasetError(f"{src!r} is neither an existing file or folder nor a dataset name; "
                        f"known datasets: {', '.join(sorted(registry))}")
 
 
-def _resolve_path(src: str, labels_csv: str | None) -> tuple[str, list[Item]]:
+def _resolve_path(src: str, labels_csv: str | None, report: Report) -> tuple[str, list[Item]]:
     """Items of an existing folder, archive or single video file."""
     path = os.path.abspath(src)
     if os.path.isdir(path):
         name = os.path.basename(path.rstrip(os.sep)) or path
         return _finish(name, _from_tree(path, adapter=None, entry={}, labels_csv=labels_csv,
-                                        dataset=name))
+                                        dataset=name, report=report))
+    kind = not_regular(os.stat(path).st_mode)
+    if kind:  # never opened: reading a FIFO waits for a writer forever
+        raise DatasetError(f"{src}: is {kind}, not a video file, folder or archive")
     if is_archive(path):
         base = archive_stem(os.path.basename(path))
         return _finish(base, _from_tree(path, adapter=None, entry={}, labels_csv=labels_csv,
-                                        dataset=base))
+                                        dataset=base, report=report))
     stem = Path(path).stem
     if labels_csv is not None:
         raise DatasetError(f"a labels CSV applies to folders, not to the single video {src}")
     return _finish(stem, [Item(stem, VideoSource("file", path), stem, {})])
 
 
-def _resolve_dataset(name: str, entry: dict, *, root, labels_csv) -> tuple[str, list[Item]]:
+def _resolve_dataset(name: str, entry: dict, *, root, labels_csv, report: Report
+                     ) -> tuple[str, list[Item]]:
     """Items of a registry entry, read from its root (see :func:`dataset_root`)."""
     adapter = entry["adapter"]
     env = root_env_var(name)
@@ -95,14 +110,14 @@ def _resolve_dataset(name: str, entry: dict, *, root, labels_csv) -> tuple[str, 
         if base is not None and not os.path.exists(base):
             raise DatasetError(f"{base}: root folder of dataset {name!r} (from {where}) does "
                                f"not exist; set {env} or pass --root")
-        return _finish(name, biovid_parts(entry, base, name, env))
+        return _finish(name, biovid_parts(entry, base, name, env, report))
     if base is None:
         raise DatasetError(f"dataset {name!r} has no root; set {env} or pass --root")
     if not os.path.exists(base):
         raise DatasetError(f"{base}: root folder of dataset {name!r} (from {where}) does not "
                            f"exist; set {env} or pass --root")
     return _finish(name, _from_tree(base, adapter=adapter, entry=entry, labels_csv=labels_csv,
-                                    dataset=name))
+                                    dataset=name, report=report))
 
 
 def _finish(name: str, items: list[Item]) -> tuple[str, list[Item]]:
@@ -118,30 +133,29 @@ def _finish(name: str, items: list[Item]) -> tuple[str, list[Item]]:
     return name, items
 
 
-def _detect_layout(tree: FileTree, location: str) -> tuple[FileTree, str]:
-    """The tree to list and its layout, stripping a wrapper folder where that reveals one.
+def _detect_layout(tree: FileTree) -> str:
+    """The tree's layout, stripping a wrapper folder where that reveals one.
 
     A plain folder whose wrapper hides no layout is listed as it is, so its
     video ids keep the wrapper's name; an archive always loses its wrapper.
     """
     plain = tree.layout()
     if plain != "folder":
-        return tree, plain
+        return plain
     tree.strip_wrapper()
     stripped = tree.layout()
     if stripped == "folder" and tree.archive is None:
-        tree.close()
-        tree = FileTree(location, strip_wrapper=False)  # a plain folder keeps its ids
-    return tree, stripped
+        tree.unstrip()  # a plain folder keeps its ids
+    return stripped
 
 
-def _from_tree(location: str, *, adapter: str | None, entry: dict, labels_csv, dataset: str
-               ) -> list[Item]:
+def _from_tree(location: str, *, adapter: str | None, entry: dict, labels_csv, dataset: str,
+               report: Report) -> list[Item]:
     """Items of a folder or archive, with ``adapter`` or the one its layout names."""
-    tree = FileTree(location, strip_wrapper=False)
+    tree = FileTree(location, strip_wrapper=False, report=report)
     try:
         if adapter is None or adapter in ("unbc", "biovid"):
-            tree, found = _detect_layout(tree, location)
+            found = _detect_layout(tree)
             if adapter is None:
                 adapter = found
             elif found != adapter:

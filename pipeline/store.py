@@ -1,23 +1,23 @@
 """The AHDI Zarr v3 store: one folder holding every image of a conversion.
 
-The layout (docs/store.md) is plain Zarr v3, so ``zarr``, ``xarray.open_zarr``
-and ``dask.array.from_zarr`` read it without this module. This module opens
-a store and is its read/write API: many Dask tasks (threads or processes,
-possibly on other machines sharing the file system) each write their own
-item, and readers read it back. Laying a store out is
-:mod:`ahdi.pipeline.layout`; the writer lock is :mod:`ahdi.pipeline.lock`.
+The layout (docs/store.md) is plain Zarr v3, readable without this module.
+This module opens a store and is its read/write API: Dask tasks (threads,
+processes, machines sharing the file system) each write their own item, and
+readers read it back. Laying out is :mod:`ahdi.pipeline.layout`, the schema
+:mod:`ahdi.pipeline.schema`, checking every chunk :mod:`ahdi.pipeline.verify`.
 
-Concurrency rule: after the layout, nothing rewrites a ``zarr.json``; a task
-writes only chunks of its own item, and every array a task writes has chunk
-size 1 along the item axis, so two tasks never touch the same file. Zarr's
-local store writes each chunk to a temporary file and renames it into place,
-so a reader never sees half a chunk.
+Concurrency rule: a task writes only its own item's chunks (chunk size 1
+along the item axis, so no two tasks share a file), each written to a
+temporary file and renamed into place. Damage rule: every chunk carries a
+checksum and a done item has every chunk written (even an all-zero image),
+so a reader tells a damaged or missing chunk from a legitimate value and
+raises :class:`~ahdi.pipeline.errors.DamagedChunkError` naming the item and
+array.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -25,62 +25,20 @@ from typing import Any
 import numpy as np
 import zarr
 
-from ahdi.kernels.compute import REPRESENTATIONS
 from ahdi.kernels.params import AhdiParams
 
-from .errors import StoreError
+from .errors import DamagedChunkError, StoreError
 from .lock import StoreLock, hold_lock
+from .schema import (IMAGE_REPRESENTATIONS, LISTING_COLUMNS, MOTION_CAPACITY, MOTION_CHUNK,
+                     READABLE_VERSIONS, STATUSES, STORE_VERSION, item_rows)
+from .store_files import (LAYOUT_PROBLEMS, chunk_error, is_ahdi_store, layout_problem,
+                          lock_path, not_a_store_error)
 
 __all__ = [
-    "Store", "open_store", "is_ahdi_store", "not_a_store_error", "IMAGE_REPRESENTATIONS",
-    "MOTION_CAPACITY", "MOTION_CHUNK", "STORE_VERSION", "LOCK_NAME", "STATUSES",
+    "Store", "open_store", "is_ahdi_store", "not_a_store_error", "layout_problem",
+    "lock_path", "IMAGE_REPRESENTATIONS", "MOTION_CAPACITY", "MOTION_CHUNK",
+    "STORE_VERSION", "READABLE_VERSIONS", "STATUSES",
 ]
-
-STORE_VERSION = 1
-# One (S, S, 3) image per item: every representation but the mdv stack.
-IMAGE_REPRESENTATIONS = tuple(r for r in REPRESENTATIONS if r != "mdv")
-MOTION_CAPACITY = 2 ** 22          # most frames a video may have (~38 h at 30 fps)
-MOTION_CHUNK = 4096
-LOCK_NAME = ".ahdi.lock"
-STATUSES = ("pending", "done", "failed")
-# Columns written at layout from the item listing; a resume may rewrite them
-# (they are not computed), nothing else may.
-_LISTING_COLUMNS = ("subject", "source")
-
-
-# ----------------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------------
-def _read_root_attrs(path: str) -> dict[str, Any] | None:
-    """Root attributes of the Zarr group at ``path``, or None if it is not one."""
-    meta = os.path.join(path, "zarr.json")
-    try:
-        with open(meta, encoding="utf-8") as f:
-            doc = json.load(f)
-    except (OSError, ValueError):
-        return None
-    if not isinstance(doc, dict) or doc.get("node_type") != "group":
-        return None
-    attrs = doc.get("attributes")
-    return attrs if isinstance(attrs, dict) else None
-
-
-def is_ahdi_store(path: str) -> bool:
-    """True when ``path`` holds a Zarr group with an ``ahdi_store_version`` attribute."""
-    attrs = _read_root_attrs(path)
-    return attrs is not None and "ahdi_store_version" in attrs
-
-
-def not_a_store_error(path: str) -> StoreError:
-    """The error for a path that exists and is not an ahdi store."""
-    return StoreError(f"{path} exists and is not an ahdi store "
-                      f"(no zarr.json with an 'ahdi_store_version' attribute); "
-                      f"choose another output path")
-
-
-def _strings(values: Any) -> np.ndarray:
-    """A read string array as an object array of Python ``str``."""
-    return np.asarray(values).astype(object)
 
 
 def open_store(path: str | os.PathLike, mode: str = "r") -> "Store":
@@ -92,12 +50,19 @@ def open_store(path: str | os.PathLike, mode: str = "r") -> "Store":
         raise StoreError(f"no store at {path}: the path does not exist")
     if not is_ahdi_store(path):
         raise not_a_store_error(path)
+    problem = layout_problem(path)
+    if problem:
+        raise StoreError(f"store {path} {LAYOUT_PROBLEMS[problem]}")
     store = Store(path, mode=mode)
-    version = store.attrs.get("ahdi_store_version")
-    if version != STORE_VERSION:
-        raise StoreError(f"store {path} has layout version {version!r}; this ahdi "
-                         f"reads version {STORE_VERSION}")
+    if store.version not in READABLE_VERSIONS:
+        raise StoreError(f"store {path} has layout version {store.version!r}; this ahdi "
+                         f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     return store
+
+
+def _strings(values: Any) -> np.ndarray:
+    """A read string array as an object array of Python ``str``."""
+    return np.asarray(values).astype(object)
 
 
 # ----------------------------------------------------------------------------
@@ -123,6 +88,7 @@ class Store:
     def _reset(self) -> None:
         self._group_obj: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
+        self._writers: dict[str, zarr.Array] = {}
         self._attrs: dict[str, Any] | None = None
         self._params: AhdiParams | None = None
 
@@ -158,6 +124,15 @@ class Store:
             self._arrays[name] = arr
         return arr
 
+    def _writer(self, name: str) -> zarr.Array:
+        """Array ``name`` writing every chunk, even one of fill values only: a done
+        item has all its chunks, so a missing one is damage, not a black image."""
+        arr = self._writers.get(name)
+        if arr is None:
+            arr = self._writers[name] = self._array(name).with_config(
+                {"write_empty_chunks": True})
+        return arr
+
     def _require_writable(self, what: str) -> None:
         if self._mode != "r+":
             raise StoreError(f"store {self._path} is open read-only; "
@@ -170,20 +145,84 @@ class Store:
                              f"with {self.n_items} items")
         return i
 
-    def _rows(self, name: str, indices: Sequence[int] | None) -> np.ndarray:
-        """Rows ``indices`` (all when None) of array ``name``, in that order."""
-        arr = self._array(name)
-        if indices is None:
-            return np.asarray(arr[:])
-        idx = np.asarray([self._index(i) for i in indices], dtype=np.int64)
-        if idx.size == 0:
-            return np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
-        return np.asarray(arr.oindex[idx])
-
     def _rep(self, rep: str) -> None:
         if rep not in self.representations:
             raise StoreError(f"store {self._path} holds no {rep!r} "
                              f"(it holds {', '.join(self.representations)})")
+
+    # -- damage --------------------------------------------------------------
+    def chunk_file(self, name: str, coords: Sequence[int]) -> str:
+        """The file of array ``name``'s chunk at chunk coordinates ``coords``."""
+        key = self._array(name).metadata.encode_chunk_key(tuple(int(c) for c in coords))
+        return os.path.join(self._path, name, *key.split("/"))
+
+    def damage(self, name: str, index: int | None, kind: str,
+               reason: str | BaseException) -> DamagedChunkError:
+        """The error for a ``kind`` ('damaged' or 'missing') chunk of array ``name``
+        of item ``index`` (None: a column of the whole store); ``reason`` is a
+        text or the exception that reading the chunk raised."""
+        video_id = ""
+        if index is not None:
+            try:
+                video_id = str(self.video_ids()[index])
+            except StoreError:
+                video_id = f"#{index}"
+        return chunk_error(self._path, name, index, video_id, kind, reason)
+
+    def _read(self, name: str, selection: Any, index: int | None) -> np.ndarray:
+        """``array[selection]``; a chunk that cannot be decoded raises
+        :class:`DamagedChunkError` naming item ``index``."""
+        arr = self._array(name)
+        try:
+            return np.asarray(arr[selection])
+        except Exception as exc:  # zarr's codecs and the disk share no exception base
+            raise self.damage(name, index, "damaged", exc) from exc
+
+    def _rows(self, name: str, indices: Sequence[int] | None = None,
+              unreadable: str | None = None) -> np.ndarray:
+        """Rows ``indices`` (all when None) of a per-item array, in that order.
+
+        A damaged chunk raises :class:`DamagedChunkError` naming its item, or
+        with ``unreadable`` (string arrays) reads as that value.
+        """
+        arr = self._array(name)
+        rows = (np.arange(self.n_items) if indices is None else
+                np.asarray([self._index(i) for i in indices], dtype=np.int64))
+        if rows.size == 0:
+            return np.zeros((0,) + arr.shape[1:], dtype=arr.dtype)
+        try:
+            return np.asarray(arr[:] if indices is None else arr.oindex[rows])
+        except Exception:  # a damaged chunk: read row by row to find it
+            pass
+        values = []
+        for i in (int(i) for i in rows):
+            try:
+                values.append(np.asarray(arr[i]))
+            except Exception as exc:
+                if unreadable is None:
+                    raise self.damage(name, i, "damaged", exc) from exc
+                values.append(np.asarray(unreadable))
+        return np.stack(values)
+
+    def _require(self, name: str, index: int, chunks: Sequence[Sequence[int]]) -> None:
+        """Raise :class:`DamagedChunkError` if item ``index`` is done and lacks one
+        of its ``chunks`` of array ``name`` (stores of version 1 may lack them)."""
+        if self.version < 2:
+            return
+        for coords in chunks:
+            file = self.chunk_file(name, coords)
+            if not os.path.exists(file):
+                if str(self._read("status", index, index)) == "done":
+                    raise self.damage(name, index, "missing",
+                                      f"no file {os.path.relpath(file, self._path)}")
+                return
+
+    def _item_value(self, name: str, index: int) -> np.ndarray:
+        """The whole row of a per-item array for one item (one chunk), checked."""
+        i = self._index(index)
+        arr = self._array(name)
+        self._require(name, i, [(i,) + (0,) * (arr.ndim - 1)])
+        return self._read(name, i, i)
 
     # -- metadata ------------------------------------------------------------
     @property
@@ -200,6 +239,11 @@ class Store:
         if self._attrs is None:
             self._attrs = dict(self._group().attrs.asdict())
         return dict(self._attrs)
+
+    @property
+    def version(self) -> int:
+        """The layout version (``STORE_VERSION`` for stores this ahdi lays out)."""
+        return self.attrs.get("ahdi_store_version")
 
     @property
     def params(self) -> AhdiParams:
@@ -237,38 +281,42 @@ class Store:
 
     # -- per-item tables -----------------------------------------------------
     def video_ids(self) -> np.ndarray:
-        return _strings(self._array("video_id")[:])
+        return _strings(self._read("video_id", slice(None), None))
 
     def subjects(self) -> np.ndarray:
-        return _strings(self._array("subject")[:])
+        return _strings(self._read("subject", slice(None), None))
 
     def sources(self) -> np.ndarray:
-        return _strings(self._array("source")[:])
+        return _strings(self._read("source", slice(None), None))
 
     def labels(self) -> dict[str, np.ndarray]:
         """Label name -> array (float64 with NaN, or str with '' for missing)."""
         out = {}
         for name in self.label_names:
-            values = self._array(f"label_{name}")[:]
+            values = self._read(f"label_{name}", slice(None), None)
             out[name] = (np.asarray(values, dtype=np.float64)
                          if self.label_kinds.get(name) == "number" else _strings(values))
         return out
 
-    def statuses(self) -> np.ndarray:
-        return _strings(self._array("status")[:])
+    def statuses(self, unreadable: str | None = None) -> np.ndarray:
+        """Every item's status. A damaged status chunk raises
+        :class:`DamagedChunkError`, or reads as ``unreadable`` when given."""
+        return _strings(self._rows("status", unreadable=unreadable))
 
-    def errors(self) -> np.ndarray:
-        return _strings(self._array("error")[:])
+    def errors(self, unreadable: str | None = None) -> np.ndarray:
+        return _strings(self._rows("error", unreadable=unreadable))
 
-    def warnings(self) -> np.ndarray:
-        return _strings(self._array("warning")[:])
+    def warnings(self, unreadable: str | None = None) -> np.ndarray:
+        return _strings(self._rows("warning", unreadable=unreadable))
 
     def pending_indices(self) -> list[int]:
-        """Items not done yet: pending, or failed (a resume retries them)."""
-        return [int(i) for i in np.flatnonzero(self.statuses() != "done")]
+        """Items not done yet: pending, failed (a resume retries them), or whose
+        status chunk is damaged (redoing the item rewrites it)."""
+        return [int(i) for i in np.flatnonzero(self.statuses(unreadable="pending") != "done")]
 
     def counts(self) -> dict[str, int]:
-        status = self.statuses()
+        """Items per status; a damaged status chunk counts as pending."""
+        status = self.statuses(unreadable="pending")
         return {s: int(np.count_nonzero(status == s)) for s in STATUSES}
 
     # -- writing -------------------------------------------------------------
@@ -279,85 +327,53 @@ class Store:
         ``result`` has fields ``ahdi, sdi, mean, flow`` ((S, S, 3) uint8 or
         None), ``mdv`` ((M, S, S, 3) uint8 or None), ``motion`` ((T,)),
         ``eps``, ``bounds`` (1-D int or None), ``windows`` ((M, 2) int) and
-        ``n_frames`` (T). Everything is checked before anything is written.
+        ``n_frames`` (T). Everything is checked before anything is written,
+        and every chunk of the item is written, even one of fill values.
         """
         self._require_writable("write items")
         i = self._index(index)
-        p = self.params
-        # the layout sized segments for these parameters (layout.segments_width)
-        s, cap, width = p.size, p.mdv_capacity, int(self._array("segments").shape[1])
-        who = f"item {i} of store {self._path}"
-
-        t = int(result.n_frames)
-        if not 0 <= t <= MOTION_CAPACITY:
-            raise StoreError(f"{who}: n_frames={t} is outside 0..{MOTION_CAPACITY}")
-        motion = np.asarray(result.motion, dtype=np.float64)
-        if motion.shape != (t,):
-            raise StoreError(f"{who}: motion has shape {motion.shape}, expected ({t},)")
-        windows = np.asarray(result.windows)
-        if windows.size == 0:
-            windows = windows.reshape(0, 2)
-        if windows.ndim != 2 or windows.shape[1] != 2:
-            raise StoreError(f"{who}: windows has shape {windows.shape}, expected (M, 2)")
-        m = windows.shape[0]
-        if m > cap:
-            raise StoreError(f"{who}: {m} level-1 windows, but the store holds at most "
-                             f"{cap} per item (mdv capacity of these parameters)")
-        bounds = None
-        if result.bounds is not None:
-            bounds = np.asarray(result.bounds).reshape(-1)
-            if bounds.size > width:
-                raise StoreError(f"{who}: {bounds.size} segment boundaries, but the store "
-                                 f"holds at most {width}")
-
-        images: dict[str, np.ndarray] = {}
-        for rep in self.representations:
-            value = getattr(result, rep, None)
-            if value is None:
-                raise StoreError(f"{who}: the result has no {rep!r}, which the store holds")
-            value = np.asarray(value)
-            want = (m, s, s, 3) if rep == "mdv" else (s, s, 3)
-            if value.shape != want or value.dtype != np.uint8:
-                raise StoreError(f"{who}: {rep} is {value.dtype} {value.shape}, "
-                                 f"expected uint8 {want}")
-            images[rep] = value
-
-        # Rows written whole (padded with the fill value) so a rewrite leaves
-        # nothing of an earlier attempt and never needs to read a chunk first.
-        pad_t = -(-t // MOTION_CHUNK) * MOTION_CHUNK
-        motion_row = np.full(pad_t, np.nan, dtype=np.float32)
-        motion_row[:t] = motion
-        seg_row = np.full(width, -1, dtype=np.int32)
-        if bounds is not None:
-            seg_row[:bounds.size] = bounds
-        win_rows = np.full((cap, 2), -1, dtype=np.int32)
-        win_rows[:m] = windows
-
-        if pad_t:
-            self._array("motion")[i, :pad_t] = motion_row
-        self._array("segments")[i] = seg_row
-        self._array("windows")[i] = win_rows
-        for rep, value in images.items():
+        # the layout sized segments for these parameters (schema.segments_width)
+        rows = item_rows(result, self.params, self.representations,
+                         int(self._array("segments").shape[1]),
+                         f"item {i} of store {self._path}")
+        put = self._writer
+        if rows.motion.size:
+            put("motion")[i, :rows.motion.size] = rows.motion
+        put("segments")[i] = rows.segments
+        put("windows")[i] = rows.windows
+        for rep, value in rows.images.items():
             if rep == "mdv":
-                stack = np.zeros((cap, s, s, 3), dtype=np.uint8)
-                stack[:m] = value
-                self._array("mdv")[i] = stack
-                self._array("mdv_count")[i] = np.int32(m)
+                m = value.shape[0]
+                if m:
+                    put("mdv")[i, :m] = value
+                if m < self.params.mdv_capacity:
+                    # empty slots have no chunk, and one left by an earlier attempt goes
+                    self._array("mdv")[i, m:] = 0
+                put("mdv_count")[i] = np.int32(m)
             else:
-                self._array(rep)[i] = value
-        self._array("n_frames")[i] = np.int32(t)
-        self._array("fps")[i] = np.float32(np.nan if fps is None else fps)
-        self._array("eps")[i] = np.float32(np.nan if result.eps is None else result.eps)
-        self._array("warning")[i] = "\n".join(str(w) for w in warnings)
-        self._array("error")[i] = ""
-        self._array("status")[i] = "done"          # last: the item counts as done
+                put(rep)[i] = value
+        put("n_frames")[i] = np.int32(rows.n_frames)
+        put("fps")[i] = np.float32(np.nan if fps is None else fps)
+        put("eps")[i] = np.float32(rows.eps)
+        put("warning")[i] = "\n".join(str(w) for w in warnings)
+        put("error")[i] = ""
+        put("status")[i] = "done"          # last: the item counts as done
 
     def write_failure(self, index: int, message: str) -> None:
         """Record why an item failed: its error, then status 'failed'."""
         self._require_writable("write items")
         i = self._index(index)
-        self._array("error")[i] = str(message) or "failed"
-        self._array("status")[i] = "failed"
+        self._writer("error")[i] = str(message) or "failed"
+        self._writer("status")[i] = "failed"
+
+    def mark_pending(self, indices: Sequence[int]) -> None:
+        """Set items back to 'pending' (their status chunk goes, damaged or not),
+        so that the next conversion redoes them; what ``ahdi verify --repair`` does."""
+        self._require_writable("mark items pending")
+        for i in indices:
+            # 'pending' is the fill value: writing it removes the chunk file
+            # without reading it, so a damaged one goes too.
+            self._array("status")[self._index(i)] = "pending"
 
     # -- reading -------------------------------------------------------------
     def image(self, rep: str, index: int) -> np.ndarray:
@@ -365,21 +381,25 @@ class Store:
         if rep == "mdv":
             raise StoreError("mdv is a stack per item; read it with Store.mdv(index)")
         self._rep(rep)
-        return np.asarray(self._array(rep)[self._index(index)])
+        return self._item_value(rep, index)
 
     def images(self, rep: str, indices: Sequence[int] | None = None) -> np.ndarray:
         """(N, S, S, 3) uint8 images of ``rep`` for ``indices`` (all by default)."""
         if rep == "mdv":
             raise StoreError("mdv is a stack per item; read it with Store.mdv(index)")
         self._rep(rep)
+        rows = range(self.n_items) if indices is None else [self._index(i) for i in indices]
+        for i in rows:
+            self._require(rep, i, [(i, 0, 0, 0)])
         return self._rows(rep, indices)
 
     def mdv(self, index: int) -> np.ndarray:
         """(mdv_count, S, S, 3) uint8 level-1 window images of one item."""
         self._rep("mdv")
         i = self._index(index)
-        count = int(self._array("mdv_count")[i])
-        return np.asarray(self._array("mdv")[i, :count])
+        count = int(self._item_value("mdv_count", i))
+        self._require("mdv", i, [(i, k, 0, 0, 0) for k in range(count)])
+        return self._read("mdv", (i, slice(0, count)), i)
 
     def mdv_counts(self, indices: Sequence[int] | None = None) -> np.ndarray:
         """(N,) int32 number of level-1 window images of ``indices`` (all by default).
@@ -387,56 +407,58 @@ class Store:
         Reads only the counts, not the stacks (0 for items not done yet).
         """
         self._rep("mdv")
+        rows = range(self.n_items) if indices is None else [self._index(i) for i in indices]
+        for i in rows:
+            self._require("mdv_count", i, [(i,)])
         return self._rows("mdv_count", indices)
 
     def n_frames(self, index: int) -> int:
-        return int(self._array("n_frames")[self._index(index)])
+        return int(self._item_value("n_frames", index))
 
     def eps(self, index: int) -> float:
         """Activity threshold the item's segmentation used (NaN before it is done)."""
-        return float(self._array("eps")[self._index(index)])
+        return float(self._item_value("eps", index))
 
     def motion(self, index: int) -> np.ndarray:
         """(n_frames,) float32 motion activity of one item."""
         i = self._index(index)
-        t = int(self._array("n_frames")[i])
-        return np.asarray(self._array("motion")[i, :t])
+        t = self.n_frames(i)
+        self._require("motion", i, [(i, k) for k in range(-(-t // MOTION_CHUNK))])
+        return self._read("motion", (i, slice(0, t)), i)
 
     def windows(self, index: int) -> np.ndarray:
         """(M, 2) int32 level-1 windows ``[start, stop)`` of one item."""
-        rows = np.asarray(self._array("windows")[self._index(index)])
+        rows = self._item_value("windows", index)
         return rows[rows[:, 0] >= 0]
 
     def segments(self, index: int) -> np.ndarray:
         """Segment boundaries of one item (empty when none were stored)."""
-        row = np.asarray(self._array("segments")[self._index(index)])
+        row = self._item_value("segments", index)
         return row[row >= 0]
 
-    def item_table(self) -> list[dict[str, Any]]:
-        """One dict per item: index, video_id, subject, status, error, warning,
-        n_frames, fps and every label (under its name, or ``label_<name>`` if
-        the name is taken)."""
+    def item_table(self, indices: Sequence[int] | None = None) -> list[dict[str, Any]]:
+        """One dict per item (of ``indices``; all by default): index, video_id,
+        subject, status, error, warning, n_frames, fps and every label (under
+        its name, or ``label_<name>`` if the name is taken)."""
+        rows = list(range(self.n_items)) if indices is None else [self._index(i)
+                                                                  for i in indices]
         columns: dict[str, np.ndarray] = {
-            "video_id": self.video_ids(), "subject": self.subjects(),
-            "status": self.statuses(), "error": self.errors(),
-            "warning": self.warnings(),
-            "n_frames": np.asarray(self._array("n_frames")[:]),
-            "fps": np.asarray(self._array("fps")[:]),
+            "video_id": self.video_ids()[rows], "subject": self.subjects()[rows],
+            "status": _strings(self._rows("status", rows)),
+            "error": _strings(self._rows("error", rows)),
+            "warning": _strings(self._rows("warning", rows)),
+            "n_frames": self._rows("n_frames", rows), "fps": self._rows("fps", rows),
         }
-        label_cols = {}
         for name, values in self.labels().items():
             key = name if name not in columns and name != "index" else f"label_{name}"
-            label_cols[key] = values
-        rows = []
-        for i in range(self.n_items):
+            columns[key] = values[rows]
+        table = []
+        for k, i in enumerate(rows):
             row: dict[str, Any] = {"index": i}
             for key, values in columns.items():
-                row[key] = values[i].item() if isinstance(values[i], np.generic) else values[i]
-            for key, values in label_cols.items():
-                v = values[i]
-                row[key] = v.item() if isinstance(v, np.generic) else v
-            rows.append(row)
-        return rows
+                row[key] = values[k].item() if isinstance(values[k], np.generic) else values[k]
+            table.append(row)
+        return table
 
     # -- listing columns -----------------------------------------------------
     def rewrite_column(self, name: str, values: Sequence[Any]) -> bool:
@@ -445,40 +467,37 @@ class Store:
         Only ``subject``, ``source`` and ``label_<name>``: they are not
         computed, so a resume brings them up to date (an edited labels CSV, a
         moved dataset root). ``values`` holds one str (or float, for a numeric
-        label) per item. An unchanged column is not written.
+        label) per item. An unchanged column is not written; a damaged one is
+        rewritten.
         """
         self._require_writable("rewrite its columns")
-        if name not in _LISTING_COLUMNS and not name.startswith("label_"):
+        if name not in LISTING_COLUMNS and not name.startswith("label_"):
             raise ValueError(f"{name!r} is not a column of the item listing; only "
-                             f"{', '.join(_LISTING_COLUMNS)} and label_<name> can be rewritten")
+                             f"{', '.join(LISTING_COLUMNS)} and label_<name> can be rewritten")
         array = self._array(name)
         values = np.asarray(values)
         if values.shape != array.shape:
             raise ValueError(f"{name}: {values.size} values for the {array.shape[0]} "
                              f"items of store {self._path}")
-        current = np.asarray(array[...])
         if values.dtype.kind in "OSU":
             values = values.astype(object)
-            same = [str(v) for v in current] == [str(v) for v in values]
+        try:
+            current = self._read(name, Ellipsis, None)
+        except DamagedChunkError:
+            same = False
         else:
-            same = np.array_equal(current, values, equal_nan=True)
+            same = ([str(v) for v in current] == [str(v) for v in values]
+                    if values.dtype.kind == "O" else
+                    np.array_equal(current, values, equal_nan=True))
         if not same:
-            array[...] = values
+            self._writer(name)[...] = values
         return not same
 
     # -- lock ----------------------------------------------------------------
     def lock(self, *,
              stale_after: float = 600.0) -> contextlib.AbstractContextManager[StoreLock]:
-        """Hold ``<path>/.ahdi.lock`` while writing, so two writers keep apart.
-
-        The lock file is created atomically and holds ``{host, pid, started}``.
-        A lock held by a live process is refused with a :class:`StoreError`
-        naming it. A lock whose process has ended (same host), or that has
-        not been refreshed for ``stale_after`` seconds (another host; the
-        holder refreshes its file every ``stale_after / 4`` s), is taken over
-        and the yielded :class:`~ahdi.pipeline.lock.StoreLock` says so in
-        ``note``. See :func:`ahdi.pipeline.lock.hold_lock`.
-        """
+        """Hold ``<path>.lock`` (:func:`lock_path`) while writing, so two writers keep
+        apart: :func:`ahdi.pipeline.lock.hold_lock` (a live holder is refused by
+        name; a stale lock is taken over, the yielded ``StoreLock.note`` says so)."""
         self._require_writable("lock it")
-        return hold_lock(os.path.join(self._path, LOCK_NAME), stale_after=stale_after,
-                         what=self._path)
+        return hold_lock(lock_path(self._path), stale_after=stale_after, what=self._path)

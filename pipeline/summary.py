@@ -13,13 +13,27 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from .store import Store
+from .store import STATUSES, Store
 
 __all__ = ["summary", "format_summary", "format_number", "label_detail"]
+
+_UNREADABLE = "\x00unreadable"   # no status, error or warning is spelled so
+
+
+def _column(read: Callable[..., np.ndarray], name: str, ids: np.ndarray,
+            damaged: list[dict[str, Any]]) -> np.ndarray:
+    """A per-item string column; an item whose chunk cannot be read back reads
+    as '' and is listed in ``damaged``."""
+    values = read(unreadable=_UNREADABLE)
+    for i in np.flatnonzero(values == _UNREADABLE):
+        damaged.append({"index": int(i), "video_id": str(ids[i]), "array": name})
+        values[i] = ""
+    return values
 
 
 def _json_number(value: float) -> float | None:
@@ -60,17 +74,21 @@ def summary(store: Store) -> dict[str, Any]:
         ``path, dataset, source, created, param_hash, params, versions,
         representations, size, n_items, counts {done, failed, pending},
         labels {name: {kind, n_missing, ...}}, failures [{index, video_id,
-        error}], warnings [{index, video_id, warning}]``. Numeric labels add
+        error}], warnings [{index, video_id, warning}], damaged [{index,
+        video_id, array}]``: items whose status, error or warning chunk
+        cannot be read back (their status is counted nowhere; ``ahdi
+        verify`` checks every chunk). Numeric labels add
         ``min, max, mean`` (None when every value is missing); text labels
         add ``n_distinct`` and ``values``, the ten most frequent values with
         their counts.
     """
     attrs = store.attrs
     ids = store.video_ids()
-    status = store.statuses()
-    errors = store.errors()
-    warns = store.warnings()
-    counts = store.counts()
+    damaged: list[dict[str, Any]] = []
+    status = _column(store.statuses, "status", ids, damaged)
+    errors = _column(store.errors, "error", ids, damaged)
+    warns = _column(store.warnings, "warning", ids, damaged)
+    counts = {s: int(np.count_nonzero(status == s)) for s in STATUSES}
     kinds = store.label_kinds
     labels = {name: _label_stats(kinds.get(name, "text"), values)
               for name, values in store.labels().items()}
@@ -93,6 +111,7 @@ def summary(store: Store) -> dict[str, Any]:
         "labels": labels,
         "failures": failures,
         "warnings": warnings,
+        "damaged": damaged,
     }
 
 
@@ -167,6 +186,17 @@ def _message_lines(title: str, entries: list[dict[str, Any]], key: str,
     return lines
 
 
+def _damaged_lines(summary: dict[str, Any]) -> list[str]:
+    entries = summary.get("damaged") or []
+    if not entries:
+        return []
+    lines = ["", f"damaged ({len(entries)}): run ahdi verify {summary['path']} --repair, "
+                 f"then the same ahdi convert command"]
+    lines += [f"  [{e['index']}] {e['video_id']}: array {e['array']}: damaged chunk"
+              for e in entries]
+    return lines
+
+
 def _param_lines(params: dict[str, Any]) -> list[str]:
     if not params:
         return []
@@ -204,6 +234,7 @@ def format_summary(summary: dict[str, Any], *, max_warnings: int = 10) -> str:
         Aligned lines, without a trailing newline.
     """
     lines = _head_lines(summary)
+    lines += _damaged_lines(summary)
     lines += _message_lines("failures", summary.get("failures") or [], "error")
     lines += _message_lines("warnings", summary.get("warnings") or [], "warning",
                             most=max_warnings)

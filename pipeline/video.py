@@ -10,6 +10,9 @@ from :mod:`ahdi.pipeline.face`) and resized as docs/algorithm.md says
 Reading streams: one decoded frame at a time, never the whole video.
 Everything that goes wrong with a video raises :class:`VideoError` with a
 message naming the file (``path`` or ``archive.zip!member``) and the problem.
+FFmpeg's and OpenCV's own log lines are silenced
+(:mod:`ahdi.pipeline.decoding`): what FFmpeg says about a file it cannot
+open goes into that file's error instead.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from ahdi.kernels.motion import resize_to
 from ahdi.kernels.params import AhdiParams
 
 from .archives import Archive
+from .decoding import ffmpeg_says, open_capture, to_rgb8
 from .errors import VideoError
 from .face import (FACE_SAMPLES, center_box, face_box, image_sample_positions, landmarks_box,
                    video_sample_positions)
@@ -41,30 +45,6 @@ __all__ = ["VideoReader", "open_video", "SEEK_MIN_FRAMES"]
 #: keyframe, which for short clips with one keyframe costs more than a pass.
 SEEK_MIN_FRAMES = 300
 _NAN = float("nan")
-
-
-# ----------------------------------------------------------------------
-# helpers
-# ----------------------------------------------------------------------
-def _to_rgb8(img: np.ndarray) -> np.ndarray:
-    """Any decoded image (grey, BGR, BGRA, 16-bit, float) -> H x W x 3 RGB uint8."""
-    if img.dtype == np.uint16:
-        img = ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    elif img.dtype in (np.float32, np.float64):
-        scale = 255.0 if float(np.nanmax(img)) <= 1.0 else 1.0
-        img = np.clip(np.nan_to_num(img) * scale, 0, 255).round().astype(np.uint8)
-    elif img.dtype != np.uint8:
-        img = np.clip(img, 0, 255).astype(np.uint8)
-    if img.ndim == 2:
-        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-    channels = img.shape[2]
-    if channels == 1:
-        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
-    if channels == 2:  # grey + alpha
-        return cv2.cvtColor(np.ascontiguousarray(img[:, :, 0]), cv2.COLOR_GRAY2RGB)
-    if channels == 4:
-        return cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(img[:, :, :3], cv2.COLOR_BGR2RGB)
 
 
 # ----------------------------------------------------------------------
@@ -121,13 +101,7 @@ class VideoReader:
         self.crop_box = self._choose_crop()
 
     def _capture(self) -> cv2.VideoCapture:
-        # FFmpeg's decoder threads are not governed by cv2.setNumThreads: left
-        # at their default they oversubscribe the cores when several videos
-        # are decoded at once, which is how the graph gets its parallelism.
-        if self.decode_threads > 0:
-            return cv2.VideoCapture(self._video_path, cv2.CAP_FFMPEG,
-                                    [cv2.CAP_PROP_N_THREADS, self.decode_threads])
-        return cv2.VideoCapture(self._video_path, cv2.CAP_FFMPEG)
+        return open_capture(self._video_path, self.decode_threads)
 
     @contextlib.contextmanager
     def _second_capture(self) -> Iterator[cv2.VideoCapture]:
@@ -162,17 +136,24 @@ class VideoReader:
         cap = self._capture()
         self._cap = cap
         if not cap.isOpened():
-            raise VideoError(f"{name}: not a decodable video (OpenCV/FFmpeg cannot open it)")
+            raise VideoError(f"{name}: not a decodable video (OpenCV/FFmpeg cannot open it"
+                             f"{self._ffmpeg_detail()})")
         fps = cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and math.isfinite(fps) and fps > 0 else _NAN
         count = cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count_hint = int(count) if count and math.isfinite(count) and count > 0 else None
         ok, frame = cap.read()
         if not ok or frame is None:
-            raise VideoError(f"{name}: no frame could be decoded (0 frames)")
-        self._first = _to_rgb8(frame)
+            raise VideoError(f"{name}: no frame could be decoded (0 frames"
+                             f"{self._ffmpeg_detail()})")
+        self._first = to_rgb8(frame)
         h, w = self._first.shape[:2]
         self.frame_size = (w, h)
+
+    def _ffmpeg_detail(self) -> str:
+        """``'; FFmpeg: ...'`` with what FFmpeg says about the file, or ''."""
+        said = ffmpeg_says(self._video_path)
+        return f"; FFmpeg: {said}" if said else ""
 
     def _open_frames(self) -> None:
         src = self.source
@@ -201,7 +182,7 @@ class VideoReader:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
         if img is None or img.size == 0:
             raise VideoError(f"{name}: frame image cannot be decoded")
-        return _to_rgb8(img)
+        return to_rgb8(img)
 
     # -- crop -----------------------------------------------------------
     def _choose_crop(self) -> tuple[int, int, int, int]:
@@ -291,7 +272,7 @@ class VideoReader:
                     break
                 ok, frame = cap.read()
                 if ok and self._same_size(frame):
-                    out.append(_to_rgb8(frame))
+                    out.append(to_rgb8(frame))
         return out
 
     def _sample_by_decoding(self, positions: list[int]) -> list[np.ndarray]:
@@ -306,7 +287,7 @@ class VideoReader:
                     continue
                 ok, frame = cap.retrieve()
                 if ok and self._same_size(frame):
-                    out.append(_to_rgb8(frame))
+                    out.append(to_rgb8(frame))
         return out
 
     def _next_frames(self) -> list[np.ndarray]:
@@ -318,7 +299,7 @@ class VideoReader:
                 ok, frame = cap.read()
                 if not ok or frame is None:
                     break
-                out.append(_to_rgb8(frame))
+                out.append(to_rgb8(frame))
         return out
 
     def _replay_fits(self, n_frames: int) -> bool:
@@ -345,7 +326,7 @@ class VideoReader:
             self._replay.append(frame)
             self.replay_bytes += frame.nbytes
             if i in wanted and self._same_size(frame):
-                samples.append(_to_rgb8(frame))
+                samples.append(to_rgb8(frame))
             i += 1
         return samples
 
@@ -377,8 +358,29 @@ class VideoReader:
             raise VideoError(f"{self.source.describe()}: a VideoReader can be iterated once")
         self._iterated = True
         if self.source.kind == "file":
-            return self._iter_file()
-        return self._iter_frames()
+            return self._watch_still(self._iter_file())
+        return self._watch_still(self._iter_frames())
+
+    def _watch_still(self, frames: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+        """The frames, and a warning at their end when they never change.
+
+        Frames that never change (an all-black clip, a still picture, a
+        crop where nothing moves) pool into blank images; the warning says
+        why the item's images are black. Comparing stops at the first frame
+        that differs, so a moving clip costs one comparison.
+        """
+        first, changed, n = None, False, 0
+        for frame in frames:
+            if first is None:
+                first = frame.copy()
+            elif not changed:
+                changed = not np.array_equal(frame, first)
+            n += 1
+            yield frame
+        if n > 1 and not changed:
+            black = " (all black)" if not first.any() else ""
+            self.warnings.append(f"{self.source.describe()}: its {n} frames never change"
+                                 f"{black}; its dynamic images are blank")
 
     def _iter_file(self) -> Iterator[np.ndarray]:
         first, self._first = self._first, None
@@ -395,7 +397,7 @@ class VideoReader:
                 # a 224 x 224 frame instead of the full-resolution one.
                 yield cv2.cvtColor(self._crop_resize(frame), cv2.COLOR_BGR2RGB)
             else:
-                yield self._crop_resize(_to_rgb8(frame))
+                yield self._crop_resize(to_rgb8(frame))
         if self.frame_count_hint is not None and n < self.frame_count_hint:
             self.warnings.append(f"{self.source.describe()}: decoded {n} of "
                                  f"{self.frame_count_hint} frames (truncated or damaged video)")

@@ -231,7 +231,7 @@ def _not_done_bands(bands: _Bands, status: str, error: str) -> None:
 def _video_figure(store: Store, index_or_video_id: int | str) -> Figure:
     """The matplotlib Figure :func:`video_plot` renders (tests read its texts)."""
     i = find_item(store, index_or_video_id)
-    row = store.item_table()[i]
+    row = store.item_table([i])[0]
     vid, status = str(row["video_id"]), str(row["status"])
     label_text = label_caption(store.labels(), store.label_kinds, i, most=8)
     bands = _Bands(_PLOT_WIDTH)
@@ -290,7 +290,10 @@ def video_plot(store: Store, index_or_video_id: int | str) -> np.ndarray:
 
     Raises
     ------
-    ValueError
+    StoreError
         No such item (the message lists a few known ids).
+    DamagedChunkError
+        A chunk of the item cannot be read back (the message names it and
+        says to run ``ahdi verify --repair``).
     """
     return render_figure(_video_figure(store, index_or_video_id))

@@ -118,7 +118,7 @@ def test_config_file_and_option_precedence(folder_tree, tmp_path):
     assert (params.size, params.patch) == (16, 3)
     config.write_text("size: [16\n")
     result = run("convert", folder_tree["root"], "-o", out, "--config", config)
-    assert result.exit_code == 1 and f"Error: {config} line 2: not valid YAML" in result.output
+    assert result.exit_code == 1 and f"Error: {config}:2: config is not valid YAML (" in result.output
     config.write_text("sise: 16\n")
     result = run("convert", folder_tree["root"], "-o", out, "--config", config)
     assert "Error: bad parameter: unknown parameter(s): sise" in result.output
@@ -133,7 +133,7 @@ def test_inspect_pictures(converted, tmp_path):
     assert result.exit_code == 0, result.output
     for name in ("m.png", "p.png"):
         assert cv2.imread(str(tmp_path / name)) is not None
-    assert (tmp_path / "png" / "ahdi" / "subjA__clip1.png").exists()
+    assert (tmp_path / "png" / "ahdi" / "0_subjA_clip1.png").exists()   # index, safe id
     assert "subjA/clip1" in (tmp_path / "r.html").read_text()
     result = run("inspect", converted, "--video", "nope", "--plot", tmp_path / "x.png")
     assert result.exit_code == 1 and "nope" in result.output

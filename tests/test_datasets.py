@@ -287,7 +287,7 @@ def test_env_var_yaml(tmp_path, monkeypatch, unbc_tree):
 def test_malformed_yaml_names_line(tmp_path):
     y = tmp_path / "bad.yaml"
     y.write_text("datasets:\n  a:\n    adapter: unbc\n    root: [unclosed\n")
-    with pytest.raises(DatasetError, match=rf"^{y}:5: malformed YAML"):
+    with pytest.raises(DatasetError, match=rf"^{y}:5: datasets file is not valid YAML"):
         load_datasets_yaml(y)
 
 

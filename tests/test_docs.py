@@ -60,3 +60,12 @@ def test_docs_link_only_existing_files():
     for page in [README, *DOCS.glob("*.md")]:
         for target in re.findall(r"\]\(([^)#:]+)\)", page.read_text()):
             assert (page.parent / target).exists(), f"{page.name} links to missing {target}"
+
+
+def test_every_module_is_on_the_architecture_map():
+    text = (DOCS / "architecture.md").read_text()
+    root = DOCS.parent
+    modules = [p for folder in ("ahdi_kernels", "pipeline", "train")
+               for p in sorted((root / folder).glob("*.py")) if p.name != "__init__.py"]
+    missing = [str(p.relative_to(root)) for p in modules if f"`{p.name}`" not in text]
+    assert not missing, f"docs/architecture.md does not list: {', '.join(missing)}"

@@ -31,7 +31,7 @@ from ahdi.pipeline import graph
 from ahdi.pipeline.cli import EXIT_INTERRUPTED, EXIT_SOME_FAILED, main
 from ahdi.pipeline.graph import ClusterError, convert
 from ahdi.pipeline.resolve import resolve_source
-from ahdi.pipeline.store import LOCK_NAME, open_store
+from ahdi.pipeline.store import lock_path, open_store
 
 from tests import fixtures as fx
 from tests.fixtures import store_array_bytes, store_chunk_files
@@ -250,7 +250,7 @@ def test_bad_configuration_refused_before_work(folder_tree, tmp_path, case):
     elif case == "malformed yaml":
         datasets.write_text("datasets:\n  mine:\n    adapter: folder\n    root: [x\n")
         source, extra = "mine", ["--datasets", datasets]
-        message = f"Error: {datasets}:5: malformed YAML"
+        message = f"Error: {datasets}:5: datasets file is not valid YAML"
     elif case == "patch even":
         extra = ["--patch", "4"]
         message = "Error: bad parameter: patch must be an odd integer >= 1, got 4"
@@ -281,7 +281,7 @@ def test_sigkill_then_rerun_finishes_only_missing_and_is_identical(many, referen
         proc.wait(timeout=30)
         killed_at = finished_items(out)
         assert 3 <= killed_at < N_MANY, "the run ended before the kill"
-        lock = json.loads((out / LOCK_NAME).read_text())  # left behind by the killed run
+        lock = json.loads(Path(lock_path(out)).read_text())  # left behind by the killed run
         assert (lock["host"], lock["pid"]) == (socket.gethostname(), proc.pid)
 
         status, output = finish(start(procs, cmd))
@@ -292,7 +292,7 @@ def test_sigkill_then_rerun_finishes_only_missing_and_is_identical(many, referen
     skipped = int(output.split("videos (")[1].split(" already done")[0])
     assert killed_at - 1 <= skipped <= killed_at + 1  # one may finish as the kill lands
     assert f"{N_MANY - skipped} converted, 0 failed, {skipped} already done" in output
-    assert not (out / LOCK_NAME).exists()
+    assert not Path(lock_path(out)).exists()
     assert_same_store(out, reference)
 
 
@@ -308,7 +308,7 @@ def test_sigint_stops_cleanly_and_says_how_to_resume(many, many_items, reference
     assert (f"interrupted: finished items are kept in {out}; run the same command again "
             f"to resume") in output
     assert "Traceback" not in output
-    assert not (out / LOCK_NAME).exists()
+    assert not Path(lock_path(out)).exists()
     store = open_store(out)
     counts = store.counts()
     assert counts["failed"] == 0 and 3 <= counts["done"] < N_MANY
@@ -323,7 +323,7 @@ def test_second_process_on_the_same_store_is_refused(many, reference, tmp_path):
     with processes() as procs:
         first = start(procs, ahdi("convert", many, "-o", out, *SMALL, "--workers", "1"))
         wait_until(lambda: finished_items(out) >= 1, 120, "the first run to start", first)
-        lock = json.loads((out / LOCK_NAME).read_text())
+        lock = json.loads(Path(lock_path(out)).read_text())
         assert (lock["host"], lock["pid"]) == (socket.gethostname(), first.pid)
         # The second process (this one) runs the same command while the first writes.
         second = CliRunner().invoke(main, ["convert", str(many), "-o", str(out), *SMALL])

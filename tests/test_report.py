@@ -8,7 +8,10 @@ per-video figure), ahdi.pipeline.html_report and ahdi.train.plots.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import re
+import shutil
 import subprocess
 import sys
 import types
@@ -128,10 +131,10 @@ def test_export_pngs(store, tmp_path):
     paths = figures.export_pngs(store, tmp_path / "png")
     n_mdv = sum(len(store.mdv(i)) for i in (0, 1, 3))
     assert len(paths) == 3 * 4 + n_mdv
-    assert str(tmp_path / "png" / "ahdi" / "sub__v00.png") in paths
-    assert str(tmp_path / "png" / "mdv" / "sub__v03_0.png") in paths
+    assert str(tmp_path / "png" / "ahdi" / "0_sub_v00.png") in paths
+    assert str(tmp_path / "png" / "mdv" / "3_sub_v03_0.png") in paths
     assert not any("v02" in p or "v04" in p for p in paths)
-    back = cv2.cvtColor(cv2.imread(str(tmp_path / "png" / "flow" / "sub__v01.png")),
+    back = cv2.cvtColor(cv2.imread(str(tmp_path / "png" / "flow" / "1_sub_v01.png")),
                         cv2.COLOR_BGR2RGB)
     assert np.array_equal(back, store.image("flow", 1))
     for p in paths:
@@ -156,6 +159,56 @@ def test_html_report(store, tmp_path):
     assert not re.search(r"""(src|href)=['"](?!data:)""", page)   # no external assets
     # 1 montage + 5 item plots
     assert page.count("data:image/png;base64,") == 6
+
+
+def test_export_names_are_distinct_and_stable(tmp_path):
+    ids = ["x/y", "x__y", "x\\y", "../up", "é"]
+    items = [types.SimpleNamespace(video_id=v, subject="s", labels={}, source=FakeSource(v))
+             for v in ids]
+    st = create_store(tmp_path / "ids.zarr", items, PARAMS, ["ahdi"], dataset="d", source="s")
+    for i in range(len(ids)):
+        st.write_item(i, compute_ahdi(blob_frames(12, S, S, seed=i), PARAMS, ["ahdi"]), fps=25)
+    paths = figures.export_pngs(st, tmp_path / "png")
+    names = [os.path.basename(p) for p in paths]
+    assert names == ["0_x_y.png", "1_x__y.png", "2_x_y.png", "3__up.png", "4__.png"]
+    assert len(set(paths)) == len(ids) == len(os.listdir(tmp_path / "png" / "ahdi"))
+    assert figures.export_pngs(st, tmp_path / "again") == [
+        p.replace(str(tmp_path / "png"), str(tmp_path / "again")) for p in paths]
+    assert figures.export_name(7, "a/b", 1000) == "007_a_b"
+
+
+@pytest.fixture
+def damaged_copy(store, tmp_path):
+    """A copy of the store whose item 1 has a damaged ahdi chunk and item 3 a
+    zero-byte status chunk."""
+    path = tmp_path / "damaged.zarr"
+    shutil.copytree(store.path, path)
+    chunk = path / "ahdi" / "c" / "1" / "0" / "0" / "0"
+    chunk.write_bytes(chunk.read_bytes()[::-1])
+    (path / "status" / "c" / "3").write_bytes(b"")
+    return open_store(path)
+
+
+def test_damaged_items_are_named_and_skipped_in_pictures(damaged_copy, tmp_path, caplog):
+    st = damaged_copy
+    s = summary(st)
+    assert s["counts"] == {"done": 2, "failed": 1, "pending": 1}
+    assert s["damaged"] == [{"index": 3, "video_id": "sub/v03", "array": "status"}]
+    assert (f"damaged (1): run ahdi verify {st.path} --repair, then the same ahdi convert "
+            f"command\n  [3] sub/v03: array status: damaged chunk") in format_summary(s)
+    with caplog.at_level(logging.WARNING, logger="ahdi.pipeline.figures"):
+        img = figures.montage(st, tile=40)
+        paths = figures.export_pngs(st, tmp_path / "png", ["ahdi"])
+        page = open(html_report(st, tmp_path / "r.html"), encoding="utf-8").read()
+    assert np.array_equal(img, figures.montage(st, indices=[0], tile=40))   # item 0 alone
+    assert [os.path.basename(p) for p in paths] == ["0_sub_v00.png"]
+    assert (f"skipped: store {st.path}: item sub/v01: array ahdi: damaged chunk (Zstd "
+            f"decompression error: ") in caplog.text
+    assert f"skipped: store {st.path}: item sub/v03: array status: damaged chunk" in caplog.text
+    assert page.count("a chunk of this item cannot be read back") == 2
+    with pytest.raises(StoreError, match="item sub/v01: array ahdi: damaged chunk"):
+        video_figure.video_plot(st, 1)
+    assert video_figure.video_plot(st, 0).shape[1] == 760    # another item's damage is not its
 
 
 # ----------------------------------------------------------------------------

@@ -19,10 +19,11 @@ import pytest
 import zarr
 
 from ahdi.kernels.params import AhdiParams
-from ahdi.pipeline.errors import StoreError
-from ahdi.pipeline.layout import array_specs, create_store, segments_width
-from ahdi.pipeline.lock import hold_lock, refuse_if_locked
-from ahdi.pipeline.store import LOCK_NAME, Store, open_store
+from ahdi.pipeline.errors import DamagedChunkError, StoreError
+from ahdi.pipeline.layout import create_store
+from ahdi.pipeline.lock import hold_lock
+from ahdi.pipeline.schema import array_specs, segments_width
+from ahdi.pipeline.store import Store, lock_path, open_store
 
 S = 16
 PARAMS = AhdiParams(size=S, patch=3, n_segments=4)   # mdv capacity 3
@@ -95,7 +96,7 @@ def test_layout_before_compute(tmp_path):
     np.testing.assert_array_equal(labels["pain"], [0.0, 1.0, np.nan, 3.0])
     assert list(labels["sex"]) == ["m", "f", "m", "f"]
     attrs = st.attrs
-    assert attrs["ahdi_store_version"] == 1
+    assert attrs["ahdi_store_version"] == 2
     assert attrs["param_hash"] == PARAMS.param_hash()
     assert attrs["params"] == PARAMS.to_dict()
     assert set(attrs["versions"]) == {"ahdi", "numpy", "opencv", "numba", "zarr", "dask"}
@@ -351,7 +352,7 @@ def test_readable_without_our_code(tmp_path):
     st.write_failure(2, "boom")
 
     g = zarr.open_group(st.path, mode="r")
-    assert g.attrs["ahdi_store_version"] == 1
+    assert g.attrs["ahdi_store_version"] == 2
     np.testing.assert_array_equal(g["ahdi"][1], res.ahdi)
     assert list(g["status"][:]) == ["pending", "done", "failed", "pending"]
 
@@ -380,77 +381,129 @@ def test_readable_without_our_code(tmp_path):
 # ----------------------------------------------------------------------------
 def test_lock_refuses_second_holder(tmp_path):
     st = new_store(tmp_path)
-    lock_path = Path(st.path) / LOCK_NAME
+    lock_file = Path(lock_path(st.path))
     with st.lock() as held:
         assert held.note is None and held.pid == os.getpid()
-        info = json.loads(lock_path.read_text())
+        info = json.loads(lock_file.read_text())
         assert info["host"] == socket.gethostname() and info["pid"] == os.getpid()
         with pytest.raises(StoreError) as err:
             with pickle.loads(pickle.dumps(st)).lock():
                 pass
         msg = str(err.value)
         assert f"is locked by pid {os.getpid()} on host {socket.gethostname()}" in msg
-        assert f"remove {lock_path}" in msg
-        assert lock_path.exists()
-    assert not lock_path.exists()
+        assert f"remove {lock_file}" in msg
+        assert lock_file.exists()
+    assert not lock_file.exists()
 
 
 def test_stale_lock_of_dead_process_taken_over(tmp_path):
     st = new_store(tmp_path)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    lock_path = Path(st.path) / LOCK_NAME
-    lock_path.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
+    lock_file = Path(lock_path(st.path))
+    lock_file.write_text(json.dumps({"host": socket.gethostname(), "pid": dead.pid,
                                      "started": "2024-01-01T00:00:00+00:00"}))
     with st.lock() as held:
         assert held.note and f"process {dead.pid}" in held.note
-        assert json.loads(lock_path.read_text())["pid"] == os.getpid()
-    assert not lock_path.exists()
+        assert json.loads(lock_file.read_text())["pid"] == os.getpid()
+    assert not lock_file.exists()
 
 
 def test_lock_of_other_host_goes_stale(tmp_path):
     st = new_store(tmp_path)
-    lock_path = Path(st.path) / LOCK_NAME
-    lock_path.write_text(json.dumps({"host": "elsewhere", "pid": 1,
+    lock_file = Path(lock_path(st.path))
+    lock_file.write_text(json.dumps({"host": "elsewhere", "pid": 1,
                                      "started": "2024-01-01T00:00:00+00:00"}))
     with pytest.raises(StoreError, match="locked by pid 1 on host elsewhere"):
         with st.lock(stale_after=600):
             pass
     old = time.time() - 3600
-    os.utime(lock_path, (old, old))
+    os.utime(lock_file, (old, old))
     with st.lock(stale_after=600) as held:
         assert "has not refreshed it" in held.note
 
 
 def test_lock_heartbeat_refreshes(tmp_path):
     st = new_store(tmp_path)
-    lock_path = Path(st.path) / LOCK_NAME
+    lock_file = Path(lock_path(st.path))
     with st.lock(stale_after=0.4):
         old = time.time() - 3600
-        os.utime(lock_path, (old, old))
+        os.utime(lock_file, (old, old))
         time.sleep(0.3)
-        assert time.time() - lock_path.stat().st_mtime < 5
+        assert time.time() - lock_file.stat().st_mtime < 5
+
+
+def _listing(pain, subjects, extra=None):
+    items = []
+    for i, (p, sub) in enumerate(zip(pain, subjects)):
+        labels = {"pain": p, "group": "a", **(extra or {})}
+        items.append(types.SimpleNamespace(
+            video_id=f"v{i}", subject=sub, labels=labels,
+            source=types.SimpleNamespace(describe=lambda i=i: f"/data/v{i}.mp4")))
+    return items
 
 
 def test_resume_takes_edited_labels_and_subjects(tmp_path):
-    from types import SimpleNamespace
-
-    def items(pain, subjects):
-        return [SimpleNamespace(video_id=f"v{i}", subject=sub, labels={"pain": p, "group": "a"},
-                                source=SimpleNamespace(describe=lambda i=i: f"/data/v{i}.mp4"))
-                for i, (p, sub) in enumerate(zip(pain, subjects))]
-
     params = AhdiParams(size=16, patch=3)
-    create_store(tmp_path / "s.zarr", items([0, 1, 2], ["s0", "s0", "s1"]), params, ["ahdi"],
-                 dataset="d", source="x")
-    store = create_store(tmp_path / "s.zarr", items([10, 11, None], ["p0", "p1", "p1"]), params,
-                         ["ahdi"], dataset="d", source="x")
+    create_store(tmp_path / "s.zarr", _listing([0, 1, 2], ["s0", "s0", "s1"]), params,
+                 ["ahdi"], dataset="d", source="x")
+    store = create_store(tmp_path / "s.zarr", _listing([10, 11, None], ["p0", "p1", "p1"]),
+                         params, ["ahdi"], dataset="d", source="x")
     assert list(store.subjects()) == ["p0", "p1", "p1"]
     np.testing.assert_array_equal(store.labels()["pain"], [10.0, 11.0, np.nan])
-    with pytest.raises(StoreError, match=r"holds labels pain \(number\), group \(text\), you "
-                                         r"asked pain \(text\), group \(text\); use --overwrite"):
-        create_store(tmp_path / "s.zarr", items(["low", "high", "low"], ["p0", "p1", "p1"]),
-                     params, ["ahdi"], dataset="d", source="x")
+
+
+def test_resume_replaces_labels_that_change_kind_without_touching_images(tmp_path):
+    params = AhdiParams(size=16, patch=3)
+    path = tmp_path / "s.zarr"
+    st = create_store(path, _listing([0, 1, 2], ["s0", "s0", "s1"]), params, ["ahdi"],
+                      dataset="d", source="x")
+    st.write_item(1, make_result(1, s=16), fps=25.0)
+    images = {k: v for k, v in _chunk_bytes(path).items() if not k.startswith("label_")}
+    # pain turns into text, group vanishes, a new column appears
+    items = _listing(["low", "high", "low"], ["s0", "s0", "s1"], extra={"side": 2.5})
+    for item in items:
+        del item.labels["group"]
+    store = create_store(path, items, params, ["ahdi"], dataset="d", source="x")
+    assert store.label_names == ["pain", "side"]
+    assert store.label_kinds == {"pain": "text", "side": "number"}
+    assert list(store.labels()["pain"]) == ["low", "high", "low"]
+    np.testing.assert_array_equal(store.labels()["side"], [2.5, 2.5, 2.5])
+    assert list(store.statuses()) == ["pending", "done", "pending"]
+    after = {k: v for k, v in _chunk_bytes(path).items() if not k.startswith("label_")}
+    assert after == images                           # nothing computed was touched
+    assert not (path / "label_group").exists()
+    g = zarr.open_group(str(path), mode="r")          # consolidated metadata is up to date
+    assert sorted(n for n in g.array_keys() if n.startswith("label_")) == \
+        ["label_pain", "label_side"]
+    assert "relabel_in_progress" not in g.attrs
+
+
+def test_interrupted_relabel_is_refused_by_readers_and_finished_by_a_rerun(tmp_path,
+                                                                          monkeypatch):
+    from ahdi.pipeline import layout
+
+    params = AhdiParams(size=16, patch=3)
+    path = tmp_path / "s.zarr"
+    create_store(path, _listing([0, 1, 2], ["s0", "s0", "s1"]), params, ["ahdi"],
+                 dataset="d", source="x")
+    text = _listing(["low", "high", "low"], ["s0", "s0", "s1"])
+    real = layout._create_array
+
+    def dies(group, spec):
+        raise KeyboardInterrupt   # stands for a kill between two arrays
+
+    monkeypatch.setattr(layout, "_create_array", dies)
+    with pytest.raises(KeyboardInterrupt):
+        create_store(path, text, params, ["ahdi"], dataset="d", source="x")
+    monkeypatch.setattr(layout, "_create_array", real)
+    with pytest.raises(StoreError) as err:
+        open_store(path)
+    assert str(err.value) == (f"store {path} had its labels being replaced when that was "
+                              f"interrupted; run the same ahdi convert command again to finish")
+    store = create_store(path, text, params, ["ahdi"], dataset="d", source="x")
+    assert list(open_store(path).labels()["pain"]) == ["low", "high", "low"]
+    assert store.label_kinds == {"pain": "text", "group": "text"}
 
 
 # ----------------------------------------------------------------------------
@@ -509,12 +562,158 @@ def test_rewrite_column_only_listing_columns(tmp_path):
 
 def test_lock_functions_work_on_any_lock_file(tmp_path):
     lock_path = str(tmp_path / "some.lock")
-    refuse_if_locked(lock_path)                            # no file: nobody holds it
     with hold_lock(lock_path, what="s3://bucket/x.zarr") as held:
         assert held.path == lock_path and held.note is None
         with pytest.raises(StoreError, match="store s3://bucket/x.zarr is locked by pid"):
-            refuse_if_locked(lock_path, what="s3://bucket/x.zarr")
+            with hold_lock(lock_path, what="s3://bucket/x.zarr"):
+                pass
         with pytest.raises(StoreError, match=f"store {tmp_path} is locked by pid"):
             with hold_lock(lock_path):
                 pass
     assert not os.path.exists(lock_path)
+
+
+# ----------------------------------------------------------------------------
+# damage: every chunk of a done item, checksums, readers, verify
+# ----------------------------------------------------------------------------
+def _flip(file: Path) -> None:
+    data = bytearray(file.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    file.write_bytes(bytes(data))
+
+
+def test_array_names_match_the_schema():
+    from ahdi.pipeline.schema import array_names
+
+    specs = array_specs(make_items(4), PARAMS, list(REPS))
+    assert sorted(array_names(REPS, ["pain", "sex"])) == sorted(s.name for s in specs)
+
+
+def test_every_chunk_of_a_done_item_is_written(tmp_path):
+    st = new_store(tmp_path)
+    res = make_result(0, m=2)
+    res.ahdi = np.zeros((S, S, 3), np.uint8)          # a flat video: legitimately black
+    st.write_item(0, res, fps=None)
+    root = Path(st.path)
+    for chunk in ("ahdi/c/0/0/0/0", "mdv/c/0/0/0/0/0", "mdv/c/0/1/0/0/0", "error/c/0",
+                  "warning/c/0", "fps/c/0", "mdv_count/c/0", "status/c/0", "motion/c/0/0"):
+        assert (root / chunk).is_file(), chunk
+    assert not (root / "mdv" / "c" / "0" / "2").exists()   # the empty slot has no chunk
+    assert not (root / "motion" / "c" / "0" / "1").exists()
+    np.testing.assert_array_equal(st.image("ahdi", 0), 0)
+
+
+def test_readers_name_a_damaged_chunk_and_how_to_repair_it(tmp_path):
+    st = new_store(tmp_path)
+    for i in range(3):
+        st.write_item(i, make_result(i), fps=25)
+    root = Path(st.path)
+    _flip(root / "sdi" / "c" / "1" / "0" / "0" / "0")
+    hint = f"run ahdi verify {st.path} --repair, then the same ahdi convert command to redo the item"
+    with pytest.raises(DamagedChunkError) as info:
+        st.image("sdi", 1)
+    assert str(info.value) == (f"store {st.path}: item v01: array sdi: damaged chunk (Zstd "
+                               f"decompression error: Restored data doesn't match checksum); "
+                               f"{hint}")
+    err = info.value
+    assert (err.array, err.index, err.video_id, err.kind) == ("sdi", 1, "v01", "damaged")
+    with pytest.raises(DamagedChunkError, match="item v01: array sdi: damaged chunk"):
+        st.images("sdi", [0, 1, 2])
+    np.testing.assert_array_equal(st.images("sdi", [0, 2])[1], make_result(2).sdi)
+    (root / "status" / "c" / "2").write_bytes(b"")
+    with pytest.raises(DamagedChunkError, match="item v02: array status: damaged chunk"):
+        st.statuses()
+    assert list(st.statuses(unreadable="?")) == ["done", "done", "?", "pending"]
+    assert st.pending_indices() == [2, 3]                  # a resume redoes it
+    assert st.counts() == {"done": 2, "failed": 0, "pending": 2}
+    _flip(root / "motion" / "c" / "0" / "0")
+    with pytest.raises(DamagedChunkError, match="item v00: array motion: damaged chunk"):
+        st.motion(0)
+    (root / "mdv" / "c" / "1" / "1" / "0" / "0" / "0").unlink()
+    with pytest.raises(DamagedChunkError) as info:
+        st.mdv(1)
+    assert "item v01: array mdv: missing chunk (no file mdv/c/1/1/0/0/0); run ahdi verify" \
+        in str(info.value)
+    assert st.image("ahdi", 3).sum() == 0                  # pending: nothing to miss
+    assert pickle.loads(pickle.dumps(info.value)).args == info.value.args
+
+
+def test_a_damaged_listing_column_is_rewritten_by_a_resume(tmp_path):
+    st = new_store(tmp_path)
+    st.write_item(0, make_result(0), fps=25)
+    _flip(Path(st.path) / "subject" / "c" / "0")
+    with pytest.raises(DamagedChunkError) as info:
+        st.subjects()
+    assert str(info.value).endswith("array subject: damaged chunk (Zstd decompression error: "
+                                    "Restored data doesn't match checksum); run the same ahdi "
+                                    "convert command again: it rewrites this column")
+    again = new_store(tmp_path)
+    assert list(again.subjects()) == ["s0", "s0", "s1", "s1"]
+    assert list(again.statuses()) == ["done", "pending", "pending", "pending"]
+    _flip(Path(st.path) / "video_id" / "c" / "0")
+    with pytest.raises(StoreError, match="array video_id: damaged chunk .*; the store's list "
+                                         "of items is lost; convert again with --overwrite"):
+        new_store(tmp_path)
+    replaced = create_store(st.path, make_items(4), PARAMS, REPS, dataset="fake",
+                            source="unit test", overwrite=True)
+    assert list(replaced.statuses()) == ["pending"] * 4
+
+
+def test_a_version_1_store_is_read_verified_and_resumed(tmp_path):
+    from ahdi.pipeline.verify import format_report, verify_store
+
+    st = new_store(tmp_path)
+    st.write_item(0, make_result(0), fps=25)
+    g = zarr.open_group(st.path, mode="r+")
+    g.attrs["ahdi_store_version"] = 1
+    (Path(st.path) / "error" / "c" / "0").unlink()    # version 1 never wrote fill-only chunks
+    old = open_store(st.path)
+    assert old.version == 1 and old.item_table()[0]["error"] == ""
+    report = verify_store(st.path)
+    assert report.ok and "store version 1: its chunks carry no checksum" in format_report(report)
+    resumed = new_store(tmp_path)
+    assert resumed.version == 1 and resumed.pending_indices() == [1, 2, 3]
+    g.attrs["ahdi_store_version"] = 7
+    with pytest.raises(StoreError, match="has layout version 7; this ahdi reads versions 1, 2"):
+        open_store(st.path)
+
+
+def test_verify_reports_each_bad_chunk_and_repair_marks_its_item_pending(tmp_path):
+    from ahdi.pipeline.verify import format_report, verify_store
+
+    st = new_store(tmp_path)
+    for i in range(3):
+        st.write_item(i, make_result(i), fps=25)
+    st.write_failure(3, "boom")
+    root = Path(st.path)
+    clean = verify_store(st.path)
+    assert clean.ok and clean.chunks > 4 * 10
+    assert format_report(clean) == (f"store {st.path}: 4 items (3 done, 1 failed, 0 pending); "
+                                    f"{clean.chunks} chunks checked; all readable")
+    _flip(root / "flow" / "c" / "0" / "0" / "0" / "0")
+    (root / "windows" / "c" / "2" / "0" / "0").unlink()
+    (root / "error" / "c" / "3").write_bytes(b"junk")
+    (root / "ahdi" / "c" / "1" / "0" / "0" / "0.5f2a.partial").write_bytes(b"")
+    report = verify_store(st.path)
+    assert not report.ok and report.bad_items == [0, 2, 3]
+    lines = format_report(report).splitlines()
+    assert lines[:3] == [
+        "item v00: array flow: damaged chunk (Zstd decompression error: Restored data "
+        "doesn't match checksum)",
+        "item v02: array windows: missing chunk (no file windows/c/2/0/0)",
+        "item v03: array error: damaged chunk (Zstd decompression error: invalid input data)"]
+    assert lines[3] == (f"store {st.path}: 4 items (3 done, 1 failed, 0 pending); "
+                        f"{report.chunks} chunks checked; 3 bad chunks in 3 items")
+    assert lines[4:] == ["1 temporary files of writes cut short (harmless; --repair removes "
+                         "them)", f"run ahdi verify {st.path} --repair, then the same ahdi "
+                         f"convert command, to redo 3 items"]
+    repaired = verify_store(st.path, repair=True)
+    assert repaired.repaired == [0, 2, 3]
+    assert "marked 3 items pending: run the same ahdi convert command to redo them" in \
+        format_report(repaired)
+    assert list(open_store(st.path).statuses()) == ["pending", "done", "pending", "pending"]
+    assert not list(root.rglob("*.partial"))
+    assert verify_store(st.path).ok
+    with st.lock():
+        with pytest.raises(StoreError, match="is locked by pid"):
+            verify_store(st.path, repair=True)

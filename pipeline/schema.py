@@ -1,0 +1,352 @@
+"""The schema of an AHDI store: every array, its shape, chunks, codec and fill.
+
+:func:`array_specs` lists the arrays of a store for a set of items, in the
+order :mod:`ahdi.pipeline.layout` creates them (docs/store.md has the same
+table in words). The item listing's label columns are derived here too
+(:func:`labels_of`), and :func:`check_listing` refuses, before anything is
+written, what the layout could not store (a label name that is no array
+name, text that is not Unicode). :func:`item_rows` checks one item's
+result against the schema and pads it into the rows
+:meth:`~ahdi.pipeline.store.Store.write_item` writes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from zarr.codecs import ZstdCodec
+
+from ahdi.kernels.params import AhdiParams
+
+from ahdi.kernels.compute import REPRESENTATIONS
+
+from .errors import DatasetError, StoreError
+
+__all__ = ["ArraySpec", "COMPRESSORS", "array_specs", "array_names", "segments_width",
+           "labels_of", "listing_columns", "label_spec", "check_listing", "ItemRows",
+           "item_rows", "STORE_VERSION", "READABLE_VERSIONS", "IMAGE_REPRESENTATIONS",
+           "MOTION_CAPACITY", "MOTION_CHUNK", "STATUSES", "RELABELING", "LISTING_COLUMNS"]
+
+# 2: every chunk has a checksum and every chunk of a done item exists.
+STORE_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+# One (S, S, 3) image per item: every representation but the mdv stack.
+IMAGE_REPRESENTATIONS = tuple(r for r in REPRESENTATIONS if r != "mdv")
+MOTION_CAPACITY = 2 ** 22          # most frames a video may have (~38 h at 30 fps)
+MOTION_CHUNK = 4096
+STATUSES = ("pending", "done", "failed")
+#: Root attribute set while the label columns are being replaced.
+RELABELING = "relabel_in_progress"
+# Columns written at layout from the item listing that a resume may rewrite
+# (they are not computed), besides the label columns; nothing else may.
+LISTING_COLUMNS = ("subject", "source")
+# Arrays every store has besides its representations and label columns.
+_BASE_ARRAYS = ("video_id", "subject", "source", "status", "error", "warning", "n_frames",
+                "fps", "eps", "motion", "segments", "windows")
+
+# Zstandard at a fixed level is deterministic, so the same result written
+# twice gives the same chunk bytes. Its frame checksum (XXH64 of the
+# decoded bytes) makes every damaged chunk fail to read instead of
+# decoding to wrong pixels; benchmarks/bench_checksum.py measures its cost.
+COMPRESSORS = (ZstdCodec(level=3, checksum=True),)
+_ITEM = ("item",)
+_IMAGE_DIMS = ("item", "y", "x", "channel")
+
+
+def segments_width(params: AhdiParams) -> int:
+    """Columns of the ``segments`` array: most boundaries an item can have.
+
+    ``n_segments + 1`` for adaptive segmentation; for fixed windows the
+    boundaries are the window starts plus T, so ``max_windows + 1``.
+    """
+    if params.segmentation == "adaptive":
+        return params.n_segments + 1
+    return params.max_windows + 1
+
+
+@dataclasses.dataclass(frozen=True)
+class ArraySpec:
+    """One array of the layout; ``values`` (if any) are written at layout."""
+
+    name: str
+    shape: tuple[int, ...]
+    chunks: tuple[int, ...]
+    dtype: Any
+    fill_value: Any
+    dims: tuple[str, ...]
+    description: str
+    values: np.ndarray | None = None
+
+
+def _per_item(name: str, dtype: Any, fill_value: Any, description: str, n: int) -> ArraySpec:
+    """A (N,) array written by each item's task: chunk 1, so tasks never share a file."""
+    return ArraySpec(name, (n,), (1,), dtype, fill_value, _ITEM, description)
+
+
+def _image_specs(n: int, params: AhdiParams, representations: Sequence[str]) -> list[ArraySpec]:
+    s, cap = params.size, params.mdv_capacity
+    specs = []
+    for rep in representations:
+        if rep == "mdv":
+            specs.append(ArraySpec(
+                "mdv", (n, cap, s, s, 3), (1, 1, s, s, 3), "uint8", 0,
+                ("item", "window", "y", "x", "channel"),
+                "level-1 window images; slots >= mdv_count are empty"))
+            specs.append(_per_item("mdv_count", "int32", 0,
+                                   "number of level-1 window images of the item", n))
+        else:
+            specs.append(ArraySpec(rep, (n, s, s, 3), (1, s, s, 3), "uint8", 0, _IMAGE_DIMS,
+                                   f"{rep} image, RGB uint8"))
+    return specs
+
+
+def _text(values: Sequence[Any]) -> np.ndarray:
+    return np.array(["" if v is None else str(v) for v in values], dtype=object)
+
+
+# ----------------------------------------------------------------------------
+# the item listing: video ids, subjects, sources, labels
+# ----------------------------------------------------------------------------
+def _label_kind(values: list[Any]) -> str:
+    present = [v for v in values if v is not None and not (isinstance(v, str) and v == "")]
+    numeric = all(isinstance(v, (int, float, np.integer, np.floating)) for v in present)
+    return "number" if numeric else "text"
+
+
+def labels_of(items: Sequence[Any]) -> tuple[list[str], dict[str, str], dict[str, np.ndarray]]:
+    """Label names (first-seen order), their kinds ('number'/'text') and columns."""
+    names: list[str] = []
+    for item in items:
+        for name in (getattr(item, "labels", None) or {}):
+            if name not in names:
+                names.append(str(name))
+    kinds: dict[str, str] = {}
+    columns: dict[str, np.ndarray] = {}
+    for name in names:
+        raw = [(getattr(item, "labels", None) or {}).get(name) for item in items]
+        kinds[name] = _label_kind(raw)
+        if kinds[name] == "number":
+            columns[name] = np.array([math.nan if v is None else float(v) for v in raw],
+                                     dtype=np.float64)
+        else:
+            columns[name] = np.array(["" if v is None else str(v) for v in raw], dtype=object)
+    return names, kinds, columns
+
+
+def listing_columns(items: Sequence[Any]) -> dict[str, np.ndarray]:
+    """The columns written from the item listing: ``video_id``, ``subject``,
+    ``source`` and ``label_<name>`` (float64 or str), by array name."""
+    columns = {"video_id": _text([it.video_id for it in items]),
+               "subject": _text([it.subject for it in items]),
+               "source": _text([it.source.describe() for it in items])}
+    _names, _kinds, labels = labels_of(items)
+    columns.update({f"label_{name}": values for name, values in labels.items()})
+    return columns
+
+
+def label_spec(name: str, kind: str, values: np.ndarray) -> ArraySpec:
+    """The ``label_<name>`` array of one label column."""
+    n = len(values)
+    if kind == "number":
+        return ArraySpec(f"label_{name}", (n,), (n,), "float64", math.nan, _ITEM,
+                         f"label {name!r} (NaN = missing)", values)
+    return ArraySpec(f"label_{name}", (n,), (n,), str, "", _ITEM,
+                     f"label {name!r} ('' = missing)", values)
+
+
+def _listing_specs(items: Sequence[Any]) -> list[ArraySpec]:
+    """Columns of the item listing, written whole at layout (one chunk each)."""
+    n = len(items)
+    columns = listing_columns(items)
+    specs = [ArraySpec(name, (n,), (n,), str, "", _ITEM, description, columns[name])
+             for name, description in (("video_id", "video identifier"),
+                                       ("subject", "subject identifier"),
+                                       ("source", "where the video was read from"))]
+    names, kinds, labels = labels_of(items)
+    return specs + [label_spec(name, kinds[name], labels[name]) for name in names]
+
+
+def _status_specs(n: int) -> list[ArraySpec]:
+    # Status is 'pending' by fill value: nothing to write until an item ends.
+    return [
+        _per_item("status", str, "pending",
+                  "pending | done | failed; written last by each task", n),
+        _per_item("error", str, "", "why the item failed ('' when it did not)", n),
+        _per_item("warning", str, "", "reader warnings, one per line", n),
+        _per_item("n_frames", "int32", 0, "frames T of the video", n),
+        _per_item("fps", "float32", math.nan, "frames per second", n),
+        _per_item("eps", "float32", math.nan, "activity threshold used (px/frame)", n),
+    ]
+
+
+def _track_specs(n: int, params: AhdiParams) -> list[ArraySpec]:
+    """Ragged per-item data in fixed-width rows padded with the fill value."""
+    cap, width = params.mdv_capacity, segments_width(params)
+    return [
+        ArraySpec("motion", (n, MOTION_CAPACITY), (1, MOTION_CHUNK), "float32", math.nan,
+                  ("item", "frame"),
+                  "motion activity MA_t; row i holds n_frames[i] values, NaN after"),
+        ArraySpec("segments", (n, width), (1, width), "int32", -1, ("item", "boundary"),
+                  "segment boundaries, 0-based, first 0, last T; -1 after"),
+        ArraySpec("windows", (n, cap, 2), (1, cap, 2), "int32", -1, ("item", "window", "edge"),
+                  "level-1 windows [start, stop) in frames; -1 rows unused"),
+    ]
+
+
+def array_names(representations: Sequence[str], labels: Sequence[str]) -> list[str]:
+    """Names of every array of a store holding ``representations`` and ``labels``."""
+    reps = list(representations)
+    return (list(_BASE_ARRAYS) + reps + (["mdv_count"] if "mdv" in reps else [])
+            + [f"label_{name}" for name in labels])
+
+
+def array_specs(items: Sequence[Any], params: AhdiParams,
+                representations: Sequence[str]) -> list[ArraySpec]:
+    """Every array of a store for ``items``, in the order the layout creates them."""
+    n = len(items)
+    return (_image_specs(n, params, representations) + _listing_specs(items)
+            + _status_specs(n) + _track_specs(n, params))
+
+
+# ----------------------------------------------------------------------------
+# what the layout could not store, refused before anything is written
+# ----------------------------------------------------------------------------
+def _bad_text(value: str) -> str | None:
+    """Why ``value`` cannot be stored as Zarr text, or None."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"holds {value[exc.start:exc.end]!r}, which is not Unicode text"
+    if "\x00" in value:
+        return "holds a NUL character"
+    return None
+
+
+def _bad_label_name(name: str) -> str | None:
+    """Why ``label_<name>`` cannot name an array (a folder of the store), or None."""
+    if not name.strip():
+        return "is empty"
+    if "/" in name or "\\" in name:
+        return "holds a path separator"
+    if any(ord(ch) < 32 for ch in name):
+        return "holds a control character"
+    return _bad_text(name)
+
+
+def check_listing(items: Sequence[Any], path: str) -> None:
+    """Refuse an item listing the store cannot hold, naming the item and the value.
+
+    Raises
+    ------
+    DatasetError
+        A label name that cannot be an array name (``label_<name>`` is a
+        folder of the store), or a video id, subject, source or text label
+        that is not Unicode text (e.g. a file name in a foreign encoding).
+    """
+    names, kinds, _columns = labels_of(items)
+    for name in names:
+        why = _bad_label_name(name)
+        if why:
+            raise DatasetError(f"label column {name!r} {why}; it cannot name an array of "
+                               f"store {path} (rename the column)")
+    for item in items:
+        vid = str(item.video_id)
+        values = [("video id", vid), ("subject", "" if item.subject is None else str(item.subject)),
+                  ("source", str(item.source.describe()))]
+        values += [(f"label {name!r}", str(v)) for name, v in (item.labels or {}).items()
+                   if kinds.get(str(name)) == "text" and v is not None]
+        for what, value in values:
+            why = _bad_text(value)
+            if why:
+                raise DatasetError(f"item {vid.encode('utf-8', 'backslashreplace').decode()}: "
+                                   f"{what} {why}; store {path} cannot hold it")
+
+
+# ----------------------------------------------------------------------------
+# one item's result as the rows of its arrays
+# ----------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class ItemRows:
+    """One item's rows, padded to the arrays' widths with their fill values."""
+
+    n_frames: int
+    motion: np.ndarray          # (ceil(T / MOTION_CHUNK) * MOTION_CHUNK,) float32, NaN after T
+    segments: np.ndarray        # (B,) int32, -1 after the boundaries
+    windows: np.ndarray         # (C, 2) int32, -1 rows after the M windows
+    images: dict[str, np.ndarray]   # rep -> (S, S, 3) uint8, 'mdv' -> (M, S, S, 3)
+    eps: float
+
+
+def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
+              width: int, who: str) -> ItemRows:
+    """Check one item's result against the schema and pad it into rows.
+
+    Parameters
+    ----------
+    result : object
+        Fields ``ahdi, sdi, mean, flow`` ((S, S, 3) uint8 or None), ``mdv``
+        ((M, S, S, 3) uint8 or None), ``motion`` ((T,)), ``eps``, ``bounds``
+        (1-D int or None), ``windows`` ((M, 2) int) and ``n_frames`` (T).
+    params : AhdiParams
+        The store's parameters (S and the mdv capacity C).
+    representations : sequence of str
+        The store's representations; each must be in ``result``.
+    width : int
+        Columns B of the store's ``segments`` array.
+    who : str
+        Names the item in messages.
+
+    Raises
+    ------
+    StoreError
+        A shape, dtype or count the store cannot hold (nothing is written).
+    """
+    s, cap = params.size, params.mdv_capacity
+    t = int(result.n_frames)
+    if not 0 <= t <= MOTION_CAPACITY:
+        raise StoreError(f"{who}: n_frames={t} is outside 0..{MOTION_CAPACITY}")
+    motion = np.asarray(result.motion, dtype=np.float64)
+    if motion.shape != (t,):
+        raise StoreError(f"{who}: motion has shape {motion.shape}, expected ({t},)")
+    windows = np.asarray(result.windows)
+    if windows.size == 0:
+        windows = windows.reshape(0, 2)
+    if windows.ndim != 2 or windows.shape[1] != 2:
+        raise StoreError(f"{who}: windows has shape {windows.shape}, expected (M, 2)")
+    m = windows.shape[0]
+    if m > cap:
+        raise StoreError(f"{who}: {m} level-1 windows, but the store holds at most "
+                         f"{cap} per item (mdv capacity of these parameters)")
+    bounds = None
+    if result.bounds is not None:
+        bounds = np.asarray(result.bounds).reshape(-1)
+        if bounds.size > width:
+            raise StoreError(f"{who}: {bounds.size} segment boundaries, but the store "
+                             f"holds at most {width}")
+    images: dict[str, np.ndarray] = {}
+    for rep in representations:
+        value = getattr(result, rep, None)
+        if value is None:
+            raise StoreError(f"{who}: the result has no {rep!r}, which the store holds")
+        value = np.asarray(value)
+        want = (m, s, s, 3) if rep == "mdv" else (s, s, 3)
+        if value.shape != want or value.dtype != np.uint8:
+            raise StoreError(f"{who}: {rep} is {value.dtype} {value.shape}, "
+                             f"expected uint8 {want}")
+        images[rep] = value
+
+    # Rows written whole (padded with the fill value) so a rewrite leaves
+    # nothing of an earlier attempt and never needs to read a chunk first.
+    motion_row = np.full(-(-t // MOTION_CHUNK) * MOTION_CHUNK, np.nan, dtype=np.float32)
+    motion_row[:t] = motion
+    seg_row = np.full(width, -1, dtype=np.int32)
+    if bounds is not None:
+        seg_row[:bounds.size] = bounds
+    win_rows = np.full((cap, 2), -1, dtype=np.int32)
+    win_rows[:m] = windows
+    eps = math.nan if result.eps is None else float(result.eps)
+    return ItemRows(t, motion_row, seg_row, win_rows, images, eps)
