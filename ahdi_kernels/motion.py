@@ -1,20 +1,27 @@
-"""Motion activity from Farneback optical flow, computed as frames arrive."""
+"""The spec's resize rule, and motion activity from Farneback optical flow as frames arrive."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
+from ._jit import jit
+from .area import area_shrink, takes_generic_area
 from .params import FARNEBACK_DEFAULT
 
 
 def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize with the spec's rule: INTER_AREA shrinking, INTER_LINEAR enlarging.
 
+    A uint8 image of 1 or 3 channels shrunk by a fractional scale goes
+    through :func:`ahdi.kernels.area.area_shrink`: the bytes of
+    ``cv2.resize(..., INTER_AREA)``, cheaper, and a view (a crop) is read in
+    place. Everything else is ``cv2.resize`` itself.
+
     Parameters
     ----------
     image : np.ndarray
-        2-D or 3-D image.
+        2-D or 3-D image; may be a view.
     width, height : int
         Target size in pixels.
 
@@ -26,9 +33,51 @@ def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = image.shape[:2]
     if (w, h) == (width, height):
         return image
-    shrinking = width * height < w * h
-    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    return cv2.resize(image, (width, height), interpolation=interpolation)
+    if width * height >= w * h:
+        return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    channels = image.shape[2] if image.ndim == 3 else 1
+    if (image.dtype == np.uint8 and image.ndim in (2, 3) and channels in (1, 3)
+            and takes_generic_area(w, h, width, height)):
+        return area_shrink(image, width, height)
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def resize_region(frame: np.ndarray, box: tuple[int, int, int, int], width: int,
+                  height: int) -> np.ndarray:
+    """The crop ``box`` of a frame, resized with :func:`resize_to`'s rule.
+
+    The crop is read straight from the frame's rows, never copied first
+    (frames whose rows are padded apart, as a decoder may give them, too).
+
+    Parameters
+    ----------
+    frame : np.ndarray
+        (H, W) or (H, W, C) image.
+    box : tuple of int
+        ``(x, y, w, h)`` in pixels, inside the frame.
+    width, height : int
+        Target size in pixels.
+
+    Returns
+    -------
+    np.ndarray
+        A new C-contiguous (height, width[, C]) array (a copy of the crop
+        when its size already matches).
+
+    Raises
+    ------
+    ValueError
+        When the box is empty or reaches outside the frame.
+    """
+    x, y, w, h = (int(v) for v in box)
+    frame_h, frame_w = frame.shape[:2]
+    if w < 1 or h < 1 or x < 0 or y < 0 or x + w > frame_w or y + h > frame_h:
+        raise ValueError(f"crop box (x={x}, y={y}, w={w}, h={h}) is not inside the "
+                         f"{frame_w}x{frame_h} frame")
+    crop = frame[y:y + h, x:x + w]
+    if (w, h) == (width, height):
+        return np.ascontiguousarray(crop)
+    return resize_to(crop, width, height)
 
 
 def grey_for_flow(frame: np.ndarray, flow_side: int) -> np.ndarray:
@@ -80,6 +129,7 @@ class MotionActivity:
         self._activity: list[float] = []
         self.flow_sum: np.ndarray | None = None
         self.magnitude_sum: np.ndarray | None = None
+        self._magnitude: np.ndarray | None = None  # |F_t|, one array reused for every pair
         self.n_frames = 0
 
     def update(self, frame: np.ndarray) -> None:
@@ -90,20 +140,18 @@ class MotionActivity:
                 raise ValueError(f"frame {self.n_frames + 1} has shape {frame.shape}, "
                                  f"unlike the frames before it")
             flow = cv2.calcOpticalFlowFarneback(self._previous, grey, None, *self._farneback)
-            # |F| in float64 with NumPy, not cv2.magnitude: OpenCV's float32
-            # magnitude takes a SIMD or a scalar path depending on where the
-            # (copied) inputs land in memory, and the two differ in the last
-            # bit, so MA_t was not reproducible from run to run.
-            fx = flow[..., 0].astype(np.float64)
-            fy = flow[..., 1].astype(np.float64)
-            magnitude = np.sqrt(fx * fx + fy * fy)
-            self._activity.append(float(magnitude.mean()))
-            if self.keep_flow:
-                if self.flow_sum is None:
+            if self._magnitude is None:
+                self._magnitude = np.empty(flow.shape[:2], np.float64)
+                if self.keep_flow:
                     self.flow_sum = np.zeros(flow.shape, np.float64)
-                    self.magnitude_sum = np.zeros(magnitude.shape, np.float64)
-                self.flow_sum += flow
-                self.magnitude_sum += magnitude
+                    self.magnitude_sum = np.zeros(flow.shape[:2], np.float64)
+            if self.keep_flow:
+                _magnitude_and_sums(flow, self._magnitude, self.flow_sum, self.magnitude_sum)
+            else:
+                _magnitude(flow, self._magnitude)
+            # NumPy's own (pairwise) mean of the float64 |F|: the bits MA_t has
+            # always had, so stores stay comparable across versions.
+            self._activity.append(float(self._magnitude.mean()))
         self._previous = grey
         self.n_frames += 1
 
@@ -119,6 +167,35 @@ class MotionActivity:
             raise ValueError(f"the video needs at least 2 frames, got {self.n_frames}")
         curve = np.asarray(self._activity, dtype=np.float64)
         return np.concatenate((curve[:1], curve))
+
+
+# |F| in float64, not cv2.magnitude: OpenCV's float32 magnitude takes a SIMD or
+# a scalar path depending on where the (copied) inputs land in memory, and the
+# two differ in the last bit, so MA_t was not reproducible from run to run.
+# In Numba rather than NumPy: one pass, no temporaries; the same IEEE
+# operations (no fastmath, so no fused multiply-add), hence the same bits.
+@jit
+def _magnitude(flow, magnitude):
+    """magnitude = sqrt(fx^2 + fy^2) of an (h, w, 2) float32 flow, in float64."""
+    for i in range(flow.shape[0]):
+        for j in range(flow.shape[1]):
+            fx = np.float64(flow[i, j, 0])
+            fy = np.float64(flow[i, j, 1])
+            magnitude[i, j] = np.sqrt(fx * fx + fy * fy)
+
+
+@jit
+def _magnitude_and_sums(flow, magnitude, flow_sum, magnitude_sum):
+    """:func:`_magnitude`, and flow_sum += F, magnitude_sum += |F| (float64)."""
+    for i in range(flow.shape[0]):
+        for j in range(flow.shape[1]):
+            fx = np.float64(flow[i, j, 0])
+            fy = np.float64(flow[i, j, 1])
+            m = np.sqrt(fx * fx + fy * fy)
+            magnitude[i, j] = m
+            flow_sum[i, j, 0] += fx
+            flow_sum[i, j, 1] += fy
+            magnitude_sum[i, j] += m
 
 
 def motion_activity(frames, flow_side: int = 64,

@@ -27,6 +27,7 @@ from ahdi.kernels import (AhdiParams, MotionActivity, arp_coefficients, box_mean
                           combine_windows, fixed_windows, flow_picture, hierarchical_pool,
                           information_weights, motion_activity, rank_pool_windows,
                           segment_bounds, to_uint8)
+from ahdi.kernels import motion as motion_module
 from ahdi.kernels import pooling
 from ahdi.kernels import reference as R
 from tests.clips import read_frames, sample_video_dir
@@ -171,6 +172,54 @@ def test_flow_picture_matches_reference(frames, size):
         motion.update(frame)
     assert_uint8_close(flow_picture(motion.flow_sum, motion.magnitude_sum, size),
                        R.flow_picture(frames, size, 8), "flow")
+
+
+def numpy_magnitude(flow: np.ndarray) -> np.ndarray:
+    """|F| as MotionActivity computed it before its Numba kernel: float64 NumPy."""
+    fx = flow[..., 0].astype(np.float64)
+    fy = flow[..., 1].astype(np.float64)
+    return np.sqrt(fx * fx + fy * fy)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (3, 5), (17, 64)])
+def test_tiny_flow_magnitude_has_numpys_bits(shape):
+    rng = np.random.default_rng(shape[1])
+    flow = (rng.standard_normal(shape + (2,)) * rng.choice([1e-6, 1.0, 300.0], shape + (2,))
+            ).astype(np.float32)
+    expected = numpy_magnitude(flow)
+    magnitude = np.empty(shape)
+    motion_module._magnitude(flow, magnitude)
+    assert np.array_equal(magnitude, expected)
+    flow_sum = rng.standard_normal(shape + (2,))
+    magnitude_sum = rng.standard_normal(shape)
+    expected_flow_sum, expected_magnitude_sum = flow_sum + flow, magnitude_sum + expected
+    motion_module._magnitude_and_sums(flow, magnitude, flow_sum, magnitude_sum)
+    assert np.array_equal(magnitude, expected)
+    assert np.array_equal(flow_sum, expected_flow_sum)
+    assert np.array_equal(magnitude_sum, expected_magnitude_sum)
+
+
+def test_motion_activity_has_the_bits_of_numpys_magnitude_on_real_video():
+    # Stores made before the Numba |F| hold these exact MA_t values and sums.
+    import cv2
+    frames = carphone(64)
+    motion = MotionActivity(64, keep_flow=True)
+    activity, previous = [], None
+    flow_sum, magnitude_sum = np.zeros((64, 64, 2)), np.zeros((64, 64))
+    for frame in frames:
+        motion.update(frame)
+        grey = motion_module.grey_for_flow(frame, 64)
+        if previous is not None:
+            flow = cv2.calcOpticalFlowFarneback(previous, grey, None, *AhdiParams().farneback)
+            magnitude = numpy_magnitude(flow)
+            activity.append(float(magnitude.mean()))
+            flow_sum += flow
+            magnitude_sum += magnitude
+        previous = grey
+    curve = motion.finish()
+    assert np.array_equal(curve, np.r_[activity[:1], activity])
+    assert np.array_equal(motion.flow_sum, flow_sum)
+    assert np.array_equal(motion.magnitude_sum, magnitude_sum)
 
 
 # ----------------------------------------------------------------------
