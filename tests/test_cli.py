@@ -245,7 +245,7 @@ def test_weights_that_are_text_get_one_error_line(labelled, tmp_path):
 
 def test_param_options_show_the_real_defaults_and_config_still_applies(folder_tree, tmp_path):
     text = run("convert", "--help").output
-    assert "[default: 224]" in text and "[default: face]" in text
+    assert "[default: 224]" in text and "[default: align]" in text
     config = tmp_path / "p.yaml"
     config.write_text("params: {size: 24, patch: 3, crop: center}\n")
     out = tmp_path / "c.zarr"

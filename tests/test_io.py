@@ -139,7 +139,8 @@ def test_crop_none_keeps_whole_frame(blob_video):
 
 
 def test_face_crop_finds_carphone_face(sample_video):
-    reader, out = read_all(VideoSource("file", str(sample_video)), AhdiParams(size=64))
+    reader, out = read_all(VideoSource("file", str(sample_video)),
+                           AhdiParams(size=64, crop="face"))
     assert reader.warnings == []
     x, y, w, h = reader.crop_box
     assert w == h and 40 <= w <= 144
