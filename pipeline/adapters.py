@@ -23,8 +23,9 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+from . import remote
 from .errors import DatasetError, VideoError
-from .files import IMAGE_EXTS, VIDEO_EXTS, extension, natural_key, read_text
+from .files import IMAGE_EXTS, VIDEO_EXTS, decode_text, extension, natural_key, read_text
 from .items import Item
 from .labels import parse_number, read_labels_csv
 from .sources import VideoSource
@@ -77,6 +78,9 @@ def _subject_of(tree: FileTree, rel: str) -> str:
 def _folder_labels_csv(tree: FileTree, entry: dict, labels_csv: str | None, dataset: str
                        ) -> tuple[str | None, str | None]:
     """(text, name) of the labels CSV given or named by the entry; (None, None) without one."""
+    if labels_csv is not None and remote.is_remote(labels_csv):
+        data = remote.read_bytes(labels_csv, f"{labels_csv} (labels CSV)", DatasetError)
+        return decode_text(data, labels_csv, "labels CSV", DatasetError), labels_csv
     if labels_csv is not None:
         return read_text(labels_csv, "labels CSV", DatasetError), str(labels_csv)
     if not entry.get("labels"):
@@ -287,13 +291,13 @@ def biovid_parts(entry: dict, root: str | None, dataset: str, env: str,
     items = []
     for i, part in enumerate(entry["parts"]):
         proot = part["root"]
-        if not os.path.isabs(proot):
+        if not os.path.isabs(proot) and not remote.is_remote(proot):
             if root is None:
                 raise DatasetError(f"dataset {dataset!r}: part root {proot!r} is relative and "
                                    f"the dataset has no root; set {env} or pass --root")
-            proot = os.path.join(root, proot)
-        pname = str(part.get("name") or os.path.basename(proot.rstrip("/")) or f"part{i}")
-        if not os.path.exists(proot):
+            proot = remote.join(root, proot)
+        pname = str(part.get("name") or remote.basename(proot) or f"part{i}")
+        if not remote.exists(proot, DatasetError):
             raise DatasetError(f"{proot}: root of part {pname!r} of dataset {dataset!r} does not "
                                f"exist; set {env} or pass --root")
         if "value" not in part:

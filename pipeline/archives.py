@@ -4,6 +4,12 @@ Datasets and single videos can be read in place from an archive: an
 :class:`Archive` lists its regular-file members, reads one member's bytes
 or copies it to a file, and orders members so that a tar is read forwards.
 Every failure raises :class:`VideoError` naming ``archive!member``.
+
+An archive on object storage (``s3://bucket/clips.zip``) is read the same
+way without being fetched whole: a zip's directory and members by ranged
+reads, a plain tar's member by one ranged read at its indexed offset (the
+index, built once per process by reading the headers forwards, is cached
+like a local one); a ``.tar.gz`` is decompressed up to the member.
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import zipfile
 from collections.abc import Callable
 from typing import Any
 
+from . import remote
 from .errors import VideoError
 from .files import check_readable
 
@@ -41,14 +48,26 @@ def archive_stem(name: str) -> str:
     return name
 
 
+def _version(path: str) -> tuple:
+    """What identifies this version of the archive: path, size and mtime (or ETag)."""
+    if remote.is_remote(path):
+        return (path, *remote.object_version(path, VideoError))
+    st = os.stat(path)
+    return (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+
+
+def _open_raw(path: str):
+    """The archive's bytes as a seekable binary file (ranged reads on object storage)."""
+    return remote.open_binary(path, VideoError) if remote.is_remote(path) else open(path, "rb")
+
+
 def _tar_index(path: str) -> dict[str, tuple[int, int]]:
     """Member name -> (data offset, size) of the regular files of a tar, cached per process."""
-    st = os.stat(path)
-    key = (os.path.abspath(path), st.st_mtime_ns, st.st_size)
+    key = _version(path)
     index = _TAR_INDEX.get(key)
     if index is None:
         index = {}
-        with tarfile.open(path, "r:*") as tf:
+        with _open_raw(path) as raw, tarfile.open(fileobj=raw, mode="r:*") as tf:
             for info in tf:
                 if info.isreg():
                     name = info.name[2:] if info.name.startswith("./") else info.name
@@ -70,24 +89,37 @@ class Archive:
 
     def __init__(self, path: str | os.PathLike):
         self.path = str(path)
-        check_readable(self.path, self.path)
+        if remote.is_remote(self.path):
+            if remote.kind(self.path, VideoError) != "file":
+                raise VideoError(f"{self.path}: file does not exist")
+        else:
+            check_readable(self.path, self.path)
         self._zip: zipfile.ZipFile | None = None
         self._index: dict[str, tuple[int, int]] | None = None  # a tar's members
         self._file = None
+        self._raw = None   # the zip's own file object
+        self._gz_raw = None   # what a remote .tar.gz is decompressed from
         self._gz = False
         try:
-            if zipfile.is_zipfile(self.path):
-                self._zip = zipfile.ZipFile(self.path)
+            self._raw = _open_raw(self.path)
+            if zipfile.is_zipfile(self._raw):
+                self._zip = zipfile.ZipFile(self._raw)
                 self._names = [i.filename for i in self._zip.infolist() if not i.is_dir()]
-            elif tarfile.is_tarfile(self.path):
+            else:
+                self._raw.close()
+                self._raw = None
+                tar = _tar_kind(self.path)
+                if tar is None:
+                    raise VideoError(f"{self.path}: not a zip or tar archive")
+                self._gz = tar == "tar.gz"
                 self._index = _tar_index(self.path)
                 self._names = list(self._index)
-                with open(self.path, "rb") as fh:
-                    self._gz = fh.read(2) == b"\x1f\x8b"
-            else:
-                raise VideoError(f"{self.path}: not a zip or tar archive")
         except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
+            self.close()
             raise VideoError(f"{self.path}: cannot read archive ({exc})") from exc
+        except BaseException:
+            self.close()
+            raise
 
     def names(self) -> list[str]:
         """Names of the regular-file members (posix paths)."""
@@ -131,16 +163,35 @@ class Archive:
         if member not in self._index:
             raise KeyError(member)
         offset, size = self._index[member]
+        if not self._gz and remote.is_remote(self.path):
+            # one ranged read, not a stream: workers read members in any order
+            fs, key = remote.filesystem(self.path, VideoError)
+            with remote.remote_errors(f"{self.path}!{member}", VideoError):
+                data = fs.cat_file(key, start=offset, end=offset + size)
+            if len(data) != size:
+                raise EOFError(f"archive ends after {len(data)} of {size} bytes")
+            return data
         if self._file is None:
-            self._file = gzip.open(self.path, "rb") if self._gz else open(self.path, "rb")
+            self._file = self._open_tar()
         if self._gz and self._file.tell() > offset:
             self._file.close()  # gzip seeks backwards by restarting; do it cheaply
-            self._file = gzip.open(self.path, "rb")
+            self._file = self._open_tar()
         self._file.seek(offset)
         data = self._file.read(size)
         if len(data) != size:
             raise EOFError(f"archive ends after {len(data)} of {size} bytes")
         return data
+
+    def _open_tar(self):
+        """The tar's bytes, decompressed if it is a .tar.gz, as one file object."""
+        if not self._gz:
+            return _open_raw(self.path)
+        if not remote.is_remote(self.path):
+            return gzip.open(self.path, "rb")
+        if self._gz_raw is not None:
+            self._gz_raw.close()
+        self._gz_raw = _open_raw(self.path)   # closed with the archive
+        return gzip.GzipFile(fileobj=self._gz_raw, mode="rb")
 
     def copy_to(self, member: str, dest: str) -> None:
         """Write one member to the file ``dest``."""
@@ -164,12 +215,28 @@ class Archive:
         if self._file is not None:
             self._file.close()
             self._file = None
+        for raw in (self._raw, self._gz_raw):
+            if raw is not None:
+                raw.close()
+        self._raw = self._gz_raw = None
 
     def __enter__(self) -> "Archive":
         return self
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _tar_kind(path: str) -> str | None:
+    """'tar', 'tar.gz', or None when the file is neither."""
+    with _open_raw(path) as raw:
+        gz = raw.read(2) == b"\x1f\x8b"
+        raw.seek(0)
+        try:
+            with tarfile.open(fileobj=raw, mode="r:*"):
+                return "tar.gz" if gz else "tar"
+        except (tarfile.TarError, EOFError, OSError):
+            return None
 
 
 def open_archive(path: str | os.PathLike) -> Archive:

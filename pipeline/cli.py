@@ -23,7 +23,8 @@ from ahdi.kernels.compute import REPRESENTATIONS
 
 from ahdi.train.vocab import TASKS
 
-from .errors import AhdiError, SettingError
+from . import remote
+from .errors import AhdiError, SettingError, StoreError
 from .files import read_yaml
 from .resources import check_resources
 from .stopping import EXIT_CODES, stop_on_signals
@@ -170,11 +171,14 @@ def run_convert(source: str, output: str, params: AhdiParams, representations, *
                                                                     err=True))
     if not items:
         raise click.ClickException(f"{source}: no videos found")
-    parent = os.path.dirname(os.path.abspath(output)) or "."
-    if not os.path.isdir(parent):
-        raise click.ClickException(f"{output}: the folder {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise click.ClickException(f"{output}: cannot write in {parent}")
+    if remote.is_remote(output):
+        remote.check_bucket(output, StoreError)
+    else:
+        parent = os.path.dirname(os.path.abspath(remote.as_local(output))) or "."
+        if not os.path.isdir(parent):
+            raise click.ClickException(f"{output}: the folder {parent} does not exist")
+        if not os.access(parent, os.W_OK):
+            raise click.ClickException(f"{output}: cannot write in {parent}")
     progress = Progress(quiet)
     try:
         with stop_on_signals(lambda text: click.echo(text, err=True)):
@@ -304,6 +308,32 @@ def verify(store_path, repair):
     report = verify_store(store_path, repair=repair)
     click.echo(format_report(report))
     if not report.ok:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("store_path", metavar="STORE")
+@click.argument("new_path", metavar="NEW")
+@library_errors
+def upgrade(store_path, new_path):
+    """Copy a store of an earlier layout version into a new, current one.
+
+    Nothing is computed again and STORE is left as it was; the same command
+    resumes an interrupted upgrade. Exit status 1 when an item of STORE
+    could not be read (it is left pending in NEW: ahdi convert into NEW
+    computes it).
+
+    Example: ahdi upgrade clinic.zarr clinic-v3.zarr
+    """
+    from ahdi.pipeline.upgrade import upgrade_store
+
+    report = upgrade_store(store_path, new_path)
+    c = report.counts
+    for line in report.damaged:
+        click.echo(f"left pending: {line}", err=True)
+    click.echo(f"{report.new}: version {report.old_version} store copied ({c['done']} done, "
+               f"{c['failed']} failed, {c['pending']} pending); {report.old} is unchanged")
+    if report.damaged:
         sys.exit(1)
 
 

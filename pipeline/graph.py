@@ -1,15 +1,18 @@
-"""The conversion graph: one Dask task chain per video, into one store.
+"""The conversion graph: one Dask task chain per video, one merge per shard, into one store.
 
 Each video is two tasks: ``compute`` (decode -> crop/resize -> Farneback
-motion activity -> segmentation -> Numba pooling) and ``write`` (its own
-chunks of the store, status last). Decoding, motion and pooling share one
-task on purpose: segmentation needs the whole motion curve before pooling
-starts, so the frames are buffered (RAM, then a local temporary file)
-between them, and such a buffer must never travel between workers. What
-travels to ``write`` is the small result (a few images).
+motion activity -> segmentation -> Numba pooling) and ``stage`` (its result
+checked and written as one staged object of the store). Decoding, motion
+and pooling share one task on purpose: segmentation needs the whole motion
+curve before pooling starts, so the frames are buffered (RAM, then a local
+temporary file) between them, and such a buffer must never travel between
+workers. What travels to ``stage`` is the small result (a few images).
+Then one ``merge`` task per shard of G items, after that shard's stage
+tasks, writes the shard's objects (:mod:`ahdi.pipeline.shards`): every
+stored object has one writer.
 
-No task raises: a failure is caught, recorded in the store as that item's
-error, and the other videos go on.
+No task raises: a failure is caught, staged as that item's error, and the
+other videos go on.
 """
 
 from __future__ import annotations
@@ -28,9 +31,12 @@ import dask
 from ahdi.kernels import AhdiParams, compute_ahdi
 from ahdi.kernels.compute import check_representations
 
-from . import stopping
+from . import remote, stopping
 from .errors import ClusterError, ClusterPathError, SettingError, VideoError
 from .layout import locked_store
+from .resume import finish_run, plan_run
+from .schema import ITEMS_PER_SHARD, item_rows, segments_width
+from .shards import Staged, merge_staged, stage_failure, stage_item
 from .store import Store, open_store
 from .video import open_video
 
@@ -147,47 +153,82 @@ def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
         raise   # not a failure: the item stays pending
 
 
-def write_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome:
-    """Write one item's result (or its failure) into the store, status last."""
+def stage_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome:
+    """Stage one item's result (or its failure) in the store, for its shard's merge."""
     if isinstance(computed, _Failure):
-        message = _record_failure(store, index, video_id, computed.message)
+        message = _stage_failure(store, index, computed.message)
         return ItemOutcome(index, video_id, "failed", message, (), computed.seconds)
     result, fps, warnings, seconds = computed
     try:
-        store.write_item(index, result, fps=fps, warnings=warnings)
+        rows = item_rows(result, store.params, store.representations,
+                         segments_width(store.params), f"item {index} of store {store.path}")
+        stage_item(store.path, index, store.items_per_shard,
+                   Staged(rows, fps, "\n".join(str(w) for w in warnings)))
     except Exception as exc:
         message = f"{video_id}: writing to the store failed: {type(exc).__name__}: {exc}"
-        message = _record_failure(store, index, video_id, message)
+        message = _stage_failure(store, index, message)
         return ItemOutcome(index, video_id, "failed", message, warnings, seconds)
     return ItemOutcome(index, video_id, "done", "", warnings, seconds)
 
 
-def _record_failure(store: Store, index: int, video_id: str, message: str) -> str:
+def _stage_failure(store: Store, index: int, message: str) -> str:
     # Even recording a failure can fail (disk full, store removed): the item
     # then stays pending for the next run, and the run itself goes on.
     try:
-        store.write_failure(index, message)
+        stage_failure(store.path, index, store.items_per_shard, message)
     except Exception as exc:
         message += (f" (and recording this in the store failed: {type(exc).__name__}: {exc};"
                     f" the item stays pending)")
     return message
 
 
-def build_graph(store: Store, items: Sequence[Any], indices: Sequence[int],
+@dataclasses.dataclass
+class _MergeFailure:
+    shard: int
+    message: str
+
+
+def merge_task(store_path: str, shard: int, _stages: Sequence[Any] = ()):
+    """Merge one shard's staged items (after ``_stages``, its stage tasks); returns
+    what :func:`~ahdi.pipeline.shards.merge_staged` does, or a _MergeFailure."""
+    try:
+        return merge_staged(store_path, shard)
+    except Exception as exc:   # disk full, store removed: the items stay staged
+        return _MergeFailure(shard, f"writing to the store failed: {type(exc).__name__}: "
+                                    f"{exc}; its result is kept and the next run writes it")
+
+
+def stage_nodes(store: Store, items: Sequence[Any], indices: Sequence[int],
                 params: AhdiParams, representations: Sequence[str], *,
                 memory_budget: int = 512 * 2**20, tmp_dir: str | None = None,
-                decode_threads: int = 1) -> list:
-    """One delayed ``compute -> write`` chain per item index; returns the write nodes."""
+                decode_threads: int = 1) -> dict[int, list[tuple[int, Any]]]:
+    """One delayed ``compute -> stage`` chain per item index: shard -> [(index, node)]."""
     reps = check_representations(representations)
-    writes = []
+    g = store.items_per_shard
+    stages: dict[int, list[tuple[int, Any]]] = {}
     for index in indices:
         item = items[index]
         name = f"{index:07d}"
         computed = dask.delayed(compute_task, pure=False, name=f"compute-{name}")(
             item, params, reps, memory_budget, tmp_dir, decode_threads)
-        writes.append(dask.delayed(write_task, pure=False, name=f"write-{name}")(
-            computed, store, index, item.video_id))
-    return writes
+        stages.setdefault(index // g, []).append((index, dask.delayed(
+            stage_task, pure=False, name=f"stage-{name}")(computed, store, index,
+                                                          item.video_id)))
+    return stages
+
+
+def build_graph(store: Store, items: Sequence[Any], indices: Sequence[int],
+                params: AhdiParams, representations: Sequence[str], *,
+                staged: Sequence[int] = (), **options: Any) -> list:
+    """:func:`stage_nodes` and one merge per shard after its stage nodes (also for
+    shards holding ``staged`` items of an earlier run); returns the merge nodes.
+    ``options`` are those of :func:`stage_nodes`."""
+    stages = stage_nodes(store, items, indices, params, representations, **options)
+    for index in staged:
+        stages.setdefault(index // store.items_per_shard, [])
+    return [dask.delayed(merge_task, pure=False, name=f"merge-{shard:06d}")(
+        store.path, shard, [node for _index, node in nodes])
+        for shard, nodes in sorted(stages.items())]
 
 
 def _decode_threads(scheduler: str, workers: int | None, n_items: int) -> int:
@@ -205,12 +246,18 @@ def _check_worker_paths(store_path: str, probe_paths: Sequence[str]) -> str | No
     # Runs on every worker before the graph: the usual cluster mistake is a
     # store or source on a disk the workers cannot see.
     host = socket.gethostname()
+    if remote.is_remote(store_path):
+        return remote.worker_problem(store_path, probe_paths, host)
     if not os.path.isdir(store_path):
         return f"worker on {host} cannot see the store folder {store_path}"
     if not os.access(store_path, os.W_OK):
         return f"worker on {host} cannot write to the store folder {store_path}"
     for path in probe_paths:
-        if not os.path.exists(path):
+        try:
+            seen = remote.exists(path, ClusterPathError)   # a source may be a URL
+        except ClusterPathError as exc:
+            return f"worker on {host}: {exc}"
+        if not seen:
             return f"worker on {host} cannot see the source {path}"
     return None
 
@@ -229,8 +276,11 @@ WORKER_WAIT_S = 60.0
 
 
 
-def _run_local(writes: list, scheduler: str, workers: int | None,
-               on_outcome: Callable[[ItemOutcome], None]) -> list[ItemOutcome]:
+def _run_local(merges: list, scheduler: str, workers: int | None,
+               on_outcome: Callable[[ItemOutcome], None]) -> tuple[list[ItemOutcome], list]:
+    """Run the graph here; returns the stage outcomes and the merge results."""
+    from concurrent.futures import ThreadPoolExecutor
+
     from dask.callbacks import Callback
 
     outcomes: list[ItemOutcome] = []
@@ -241,30 +291,39 @@ def _run_local(writes: list, scheduler: str, workers: int | None,
                 outcomes.append(result)
                 on_outcome(result)
 
-    kwargs = {"scheduler": scheduler}
     n_workers = workers or os.cpu_count() or 1
-    if scheduler == "threads":
-        kwargs["num_workers"] = n_workers
-    if scheduler != "processes":
+    if scheduler == "sync":
         with _Progress():
-            dask.compute(*writes, **kwargs)
-        return outcomes
-    # Our own pool, so its workers can be stopped at once and never outlive us.
+            return outcomes, list(dask.compute(*merges, scheduler="sync"))
+    # Our own pools: threads are waited for when the run stops (so that the
+    # stopped run can merge what they staged), processes stopped at once.
+    if scheduler == "threads":
+        pool = ThreadPoolExecutor(n_workers, thread_name_prefix="ahdi-convert")
+        try:
+            with _Progress():
+                merged = dask.compute(*merges, scheduler="threads", pool=pool)
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
+        return outcomes, list(merged)
     pool = ProcessPoolExecutor(n_workers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=stopping.init_worker_process,
                                initargs=(os.getpid(),))
     try:
         with _Progress():
-            dask.compute(*writes, pool=pool, **kwargs)
+            merged = dask.compute(*merges, scheduler="processes", pool=pool)
     except BaseException:
         stopping.terminate_pool(pool)
         raise
     pool.shutdown(wait=True)
-    return outcomes
+    return outcomes, list(merged)
 
 
-def _run_distributed(writes: list, address: str, store: Store, items, indices,
-                     on_outcome, on_dashboard) -> list[ItemOutcome]:
+def _run_distributed(stages: dict[int, list], address: str, store: Store, items, indices,
+                     on_outcome, on_dashboard) -> tuple[list[ItemOutcome], list]:
+    """Run the stage tasks on the cluster, and each shard's merge as soon as all its
+    stage tasks have ended (a stage task the cluster gave up on is staged as failed
+    here first): a merge never waits on a lost task. Returns the stage outcomes
+    and the merge results."""
     from distributed import Client, as_completed
 
     store_path = store.path
@@ -281,33 +340,59 @@ def _run_distributed(writes: list, address: str, store: Store, items, indices,
                               _probe_paths([items[i] for i in indices]))
         bad = sorted({msg for msg in problems.values() if msg})
         if bad:
-            raise ClusterPathError("; ".join(bad) + " (put the source and the store on a "
-                                   "filesystem every worker mounts at the same path)")
-        futures = client.compute(writes)
-        which = {future.key: index for future, index in zip(futures, indices)}
+            raise ClusterPathError("; ".join(bad) + (
+                " (give every worker the credentials and network access to the object store)"
+                if remote.is_remote(store_path) else " (put the source and the store on a "
+                "filesystem every worker mounts at the same path)"))
+        nodes = [(shard, index, node) for shard, pairs in sorted(stages.items())
+                 for index, node in pairs]
+        futures = client.compute([node for _shard, _index, node in nodes])
+        which = {future.key: (shard, index)
+                 for future, (shard, index, _node) in zip(futures, nodes)}
+        left = {shard: len(pairs) for shard, pairs in stages.items()}
+        merges = {shard: client.submit(merge_task, store_path, shard, pure=False)
+                  for shard, count in sorted(left.items()) if count == 0}
         outcomes = []
         try:
             for future in as_completed(futures):
+                shard, index = which[future.key]
                 try:
                     outcome = future.result()
                 except Exception as exc:
                     # The tasks never raise, so this is the cluster giving up on an
                     # item, e.g. KilledWorker: the video took down every worker that
                     # tried it (a decoder crash, memory). It fails alone.
-                    index = which[future.key]
                     item = items[index]
-                    message = (f"{item.source.describe()}: the cluster gave up on it: "
-                               f"{type(exc).__name__}: {exc}")
-                    store.write_failure(index, message)
+                    message = _stage_failure(store, index, (
+                        f"{item.source.describe()}: the cluster gave up on it: "
+                        f"{type(exc).__name__}: {exc}"))
                     outcome = ItemOutcome(index, item.video_id, "failed", message)
                 outcomes.append(outcome)
                 on_outcome(outcome)
+                left[shard] -= 1
+                if not left[shard]:
+                    merges[shard] = client.submit(merge_task, store_path, shard, pure=False)
+            merged = []
+            for shard, future in sorted(merges.items()):
+                try:
+                    merged.append(future.result())
+                except Exception as exc:   # the cluster gave up on the merge itself
+                    merged.append(_MergeFailure(shard, (
+                        f"the cluster gave up on writing it: {type(exc).__name__}: {exc}; "
+                        f"its result is kept and the next run writes it")))
         except BaseException:
             # Stopped: the cluster drops what has not started; tasks already
-            # running finish their item (whole chunks, status last).
-            client.cancel(futures)
+            # running finish their item (a staged object) or their shard.
+            client.cancel(futures + list(merges.values()))
             raise
-        return outcomes
+        return outcomes, merged
+
+
+def _failed_merges(outcomes: list[ItemOutcome], merged: list, g: int) -> list[ItemOutcome]:
+    """The outcomes, where a shard's merge failed its items' done outcomes failed."""
+    failed = {m.shard: m.message for m in merged if isinstance(m, _MergeFailure)}
+    return [dataclasses.replace(o, status="failed", error=f"{o.video_id}: {failed[o.index // g]}")
+            if o.status == "done" and o.index // g in failed else o for o in outcomes]
 
 
 def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiParams,
@@ -317,7 +402,8 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
             tmp_dir: str | None = None, decode_threads: int | None = None,
             on_start: Callable[[int, int], None] | None = None,
             on_outcome: Callable[[ItemOutcome], None] | None = None,
-            on_dashboard: Callable[[str], None] | None = None) -> ConvertReport:
+            on_dashboard: Callable[[str], None] | None = None,
+            items_per_shard: int = ITEMS_PER_SHARD) -> ConvertReport:
     """Convert items into a store (created, or resumed when it matches).
 
     Parameters
@@ -348,6 +434,10 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
         videos converted side by side leave free (1 on a cluster).
     on_start, on_outcome, on_dashboard : callable, optional
         Progress hooks: (to_do, skipped), each finished item, dashboard URL.
+        ``skipped`` counts items done before and items computed by a stopped
+        run (merged, not computed again).
+    items_per_shard : int
+        G, items per stored object of a new store (docs/store.md).
 
     Returns
     -------
@@ -359,36 +449,53 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
                          f"tcp://HOST:PORT, got {scheduler!r}")
     started = time.perf_counter()
     stopping.reset_stop()
-    store_path = os.path.abspath(os.fspath(store_path))
+    store_path = remote.absolute(os.fspath(store_path))
     # The lock is taken before the store is created or reopened: a refused
     # run writes nothing.
     with locked_store(store_path, items, params, representations, dataset=dataset,
-                      source=source, overwrite=overwrite) as store:
-        # A resumed store: done items are kept, pending and failed ones redone.
-        indices = store.pending_indices()
+                      source=source, overwrite=overwrite,
+                      items_per_shard=items_per_shard) as store:
+        # A resumed store: done items are kept, pending and failed ones redone,
+        # those computed by a stopped run only merged.
+        plan = plan_run(store)
+        indices = plan.todo
         skipped = len(items) - len(indices)
         if on_start:
             on_start(len(indices), skipped)
         outcomes: list[ItemOutcome] = []
         dashboard = None
-        if indices:
+        if indices or plan.staged:
             writer = open_store(store_path, mode="r+")
-            writes = build_graph(writer, items, indices, params, store.representations,
-                                 memory_budget=memory_budget, tmp_dir=tmp_dir,
-                                 decode_threads=decode_threads or
-                                 _decode_threads(scheduler, workers, len(indices)))
+            options = dict(memory_budget=memory_budget, tmp_dir=tmp_dir,
+                           decode_threads=decode_threads or
+                           _decode_threads(scheduler, workers, len(indices)))
             hook = on_outcome or (lambda outcome: None)
-            if scheduler.startswith("tcp://"):
-                def remember(url: str) -> None:
-                    nonlocal dashboard
-                    dashboard = url
-                    if on_dashboard:
-                        on_dashboard(url)
-                outcomes = _run_distributed(writes, scheduler, writer, items, indices,
-                                            hook, remember)
-            else:
-                outcomes = _run_local(writes, scheduler, workers, hook)
+            try:
+                if scheduler.startswith("tcp://"):
+                    def remember(url: str) -> None:
+                        nonlocal dashboard
+                        dashboard = url
+                        if on_dashboard:
+                            on_dashboard(url)
+                    stages = stage_nodes(writer, items, indices, params,
+                                         store.representations, **options)
+                    for index in plan.staged:
+                        stages.setdefault(index // writer.items_per_shard, [])
+                    outcomes, merged = _run_distributed(stages, scheduler, writer, items,
+                                                        indices, hook, remember)
+                else:
+                    merges = build_graph(writer, items, indices, params, store.representations,
+                                         staged=plan.staged, **options)
+                    outcomes, merged = _run_local(merges, scheduler, workers, hook)
+            except BaseException:
+                # Stopped: in this process nothing runs any more, so what was
+                # computed is merged now (the shown statuses are then true);
+                # elsewhere the next run merges it.
+                if scheduler in ("threads", "sync"):
+                    finish_run(store_path)
+                raise
+            outcomes = _failed_merges(outcomes, merged, writer.items_per_shard)
+        finish_run(store_path, merge=False)
     outcomes.sort(key=lambda o: o.index)
     return ConvertReport(store_path, len(items), skipped, outcomes,
                          time.perf_counter() - started, dashboard)
-

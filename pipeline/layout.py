@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import datetime as _dt
 import os
-import shutil
-import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -31,13 +29,17 @@ import zarr
 from ahdi.kernels.compute import REPRESENTATIONS, check_representations
 from ahdi.kernels.params import AhdiParams
 
+from . import remote
 from .errors import DatasetError, StoreError
 from .lock import hold_lock
-from .schema import (COMPRESSORS, READABLE_VERSIONS, RELABELING, STORE_VERSION, ArraySpec,
-                     array_specs, check_listing, label_spec, labels_of, listing_columns)
-from .store import Store
-from .store_files import (is_ahdi_store, is_consolidated, layout_problem, lock_path,
-                          not_a_store_error)
+from .schema import (COMPRESSORS, COORDINATES, ITEMS_PER_SHARD, READABLE_VERSIONS, RELABELING,
+                     STORE_VERSION, ArraySpec, array_specs, check_listing, label_spec,
+                     labels_of, listing_columns)
+from .shards import staged_items
+from .store import Store, upgrade_hint
+from .store_files import (clear_folder, consolidate, has_chunks, is_ahdi_store,
+                          is_consolidated, layout_problem, lock_path, not_a_store_error,
+                          open_root, zarr_store)
 
 __all__ = ["create_store", "locked_store"]
 
@@ -67,10 +69,13 @@ def _versions() -> dict[str, str | None]:
 
 
 def _root_attributes(items: Sequence[Any], params: AhdiParams, representations: list[str],
-                     dataset: str, source: str) -> dict[str, Any]:
+                     dataset: str, source: str, items_per_shard: int) -> dict[str, Any]:
     names, kinds, _columns = labels_of(items)
     return {
         "ahdi_store_version": STORE_VERSION,
+        "items_per_shard": int(items_per_shard),
+        # xarray makes these arrays coordinates of the item axis
+        "coordinates": COORDINATES,
         "params": params.to_dict(),
         "param_hash": params.param_hash(),
         "versions": _versions(),
@@ -87,7 +92,7 @@ def _create_array(group: zarr.Group, spec: ArraySpec) -> None:
     # Every chunk written, even one of fill values only (an all-missing label
     # column): a chunk that is not there is then a damaged store.
     arr = group.create_array(
-        spec.name, shape=spec.shape, chunks=spec.chunks, dtype=spec.dtype,
+        spec.name, shape=spec.shape, chunks=spec.chunks, shards=spec.shards, dtype=spec.dtype,
         fill_value=spec.fill_value, compressors=COMPRESSORS,
         dimension_names=list(spec.dims), attributes={"description": spec.description},
         config={"write_empty_chunks": True})
@@ -96,25 +101,23 @@ def _create_array(group: zarr.Group, spec: ArraySpec) -> None:
 
 
 def _consolidate(path: str) -> None:
-    # Array metadata changes only under the lock (layout, new label columns),
-    # each time followed by this; it lets xarray open the store with one read
-    # and no warning.
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Consolidated metadata")
-        zarr.consolidate_metadata(path)
+    consolidate(path)
 
 
 def _layout(path: str, items: Sequence[Any], params: AhdiParams,
-            representations: list[str], dataset: str, source: str) -> Store:
+            representations: list[str], dataset: str, source: str,
+            items_per_shard: int) -> Store:
     """Lay the store out in the empty (or absent) folder ``path``.
 
     The root document comes first, so an interrupted layout is an ahdi store
     that :func:`~ahdi.pipeline.store_files.layout_problem` calls incomplete.
     """
-    attrs = _root_attributes(items, params, representations, dataset, source)
+    attrs = _root_attributes(items, params, representations, dataset, source,
+                             items_per_shard)
     try:
-        group = zarr.open_group(store=path, mode="w-", zarr_format=3, attributes=attrs)
-        for spec in array_specs(items, params, representations):
+        group = zarr.open_group(store=zarr_store(path), mode="w-", zarr_format=3,
+                                attributes=attrs)
+        for spec in array_specs(items, params, representations, items_per_shard):
             _create_array(group, spec)
         _consolidate(path)
     except OSError as exc:
@@ -125,22 +128,16 @@ def _layout(path: str, items: Sequence[Any], params: AhdiParams,
 
 
 def _has_items(path: str) -> bool:
-    """True once any item of the store at ``path`` has finished (a status chunk exists)."""
-    folder = os.path.join(path, "status", "c")
-    return os.path.isdir(folder) and bool(os.listdir(folder))
+    """True once any item of the store at ``path`` has finished (a status chunk
+    exists) or was computed (a staged result exists)."""
+    return has_chunks(path, "status") or bool(staged_items(path))
 
 
 def _clear(path: str) -> None:
     """Empty the ahdi store folder ``path``, so that an interruption leaves a store
     :func:`layout_problem` calls incomplete and without items: statuses first,
     the root document last."""
-    entries = sorted(os.listdir(path), key=lambda e: (e != "status", e == "zarr.json"))
-    for entry in entries:
-        full = os.path.join(path, entry)
-        if os.path.isdir(full) and not os.path.islink(full):
-            shutil.rmtree(full)
-        else:
-            os.unlink(full)
+    clear_folder(path, "status", "zarr.json")
 
 
 # ----------------------------------------------------------------------------
@@ -150,9 +147,14 @@ def _mismatch(path: str, attrs: dict[str, Any], params: AhdiParams,
               representations: list[str], video_ids: list[str],
               stored_ids: list[str]) -> str | None:
     """Say how an existing store differs from what was asked, or None."""
-    if attrs.get("ahdi_store_version") not in READABLE_VERSIONS:
-        return (f"store {path} has layout version {attrs.get('ahdi_store_version')!r}, "
+    version = attrs.get("ahdi_store_version")
+    if version not in READABLE_VERSIONS:
+        return (f"store {path} has layout version {version!r}, "
                 f"this ahdi writes version {STORE_VERSION}; {_OVERWRITE_HINT}")
+    if version != STORE_VERSION:
+        return (f"store {path} has layout version {version}, which this ahdi reads but "
+                f"does not write: {upgrade_hint(path)} and convert into that, or "
+                f"{_OVERWRITE_HINT}")
     if attrs.get("param_hash") != params.param_hash():
         old = attrs.get("params") or {}
         new = params.to_dict()
@@ -186,15 +188,15 @@ def _replace_label_columns(path: str, items: Sequence[Any]) -> None:
     finishes the job (readers refuse it meanwhile, naming the fix).
     """
     names, kinds, columns = labels_of(items)
-    zarr.open_group(path, mode="r+").attrs.update({RELABELING: True})
-    group = zarr.open_group(path, mode="r+", use_consolidated=False)
+    open_root(path, "r+").attrs.update({RELABELING: True})
+    group = open_root(path, "r+", consolidated=False)
     for name in [n for n in group.array_keys() if n.startswith("label_")]:
         del group[name]
     for name in names:
         _create_array(group, label_spec(name, kinds[name], columns[name]))
     group.attrs.update({"labels": names, "label_kinds": kinds})
     _consolidate(path)
-    del zarr.open_group(path, mode="r+").attrs[RELABELING]
+    del open_root(path, "r+").attrs[RELABELING]
 
 
 def _refresh_listing(store: Store, items: Sequence[Any]) -> Store:
@@ -258,8 +260,22 @@ def _check_items(path: str, items: list[Any]) -> list[str]:
     return video_ids
 
 
+def _is_empty(path: str) -> bool:
+    """True when nothing is at ``path`` (no folder, an empty one, no object below a URL)."""
+    if remote.is_remote(path):
+        return remote.kind(path, StoreError) is None
+    return not os.path.lexists(path) or not os.listdir(path)
+
+
 def _refuse_foreign(path: str) -> None:
     """Refuse a path that holds something other than an ahdi store (or nothing)."""
+    if remote.is_remote(path):
+        found = remote.kind(path, StoreError)
+        if found == "file" or (found == "folder" and not is_ahdi_store(path)):
+            raise not_a_store_error(path)
+        if found is None:
+            remote.check_bucket(path, StoreError)
+        return
     if os.path.lexists(path):
         if not os.path.isdir(path) or (not is_ahdi_store(path) and os.listdir(path)):
             raise not_a_store_error(path)
@@ -270,11 +286,11 @@ def _refuse_foreign(path: str) -> None:
 
 def _create_or_reopen(path: str, items: list[Any], params: AhdiParams, reps: list[str],
                       video_ids: list[str], dataset: str, source: str,
-                      overwrite: bool) -> Store:
+                      overwrite: bool, items_per_shard: int) -> Store:
     """What :func:`locked_store` does once it holds the lock."""
     _refuse_foreign(path)   # again: the folder may have changed before we took the lock
-    if not os.path.lexists(path) or not os.listdir(path):
-        return _layout(path, items, params, reps, dataset, source)
+    if _is_empty(path):
+        return _layout(path, items, params, reps, dataset, source, items_per_shard)
     existing, why = _reopen_why_not(path, params, reps, video_ids)
     if why is None:
         if not is_consolidated(path):   # a layout cut short at its very last step
@@ -285,13 +301,14 @@ def _create_or_reopen(path: str, items: list[Any], params: AhdiParams, reps: lis
     if existing is None and _has_items(path) and not overwrite:
         raise StoreError(why)
     _clear(path)
-    return _layout(path, items, params, reps, dataset, source)
+    return _layout(path, items, params, reps, dataset, source, items_per_shard)
 
 
 @contextlib.contextmanager
 def locked_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiParams,
                  representations: Sequence[str], *, dataset: str, source: str,
-                 overwrite: bool = False, stale_after: float = 600.0) -> Iterator[Store]:
+                 overwrite: bool = False, stale_after: float = 600.0,
+                 items_per_shard: int = ITEMS_PER_SHARD) -> Iterator[Store]:
     """Hold the store's lock, lay the store out or reopen it, and yield it.
 
     Parameters
@@ -314,6 +331,9 @@ def locked_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPara
     stale_after : float
         Seconds after which another host's unrefreshed lock is stale
         (:func:`ahdi.pipeline.lock.hold_lock`).
+    items_per_shard : int
+        G, items per stored object of a new store (a store being resumed
+        keeps its own).
 
     Yields
     ------
@@ -335,7 +355,7 @@ def locked_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPara
     ValueError
         Unknown representation.
     """
-    path = os.path.abspath(os.fspath(path))
+    path = remote.absolute(os.fspath(path))
     reps = _canonical_representations(representations)
     if not isinstance(params, AhdiParams):
         raise TypeError(f"params must be an AhdiParams, got {type(params).__name__}")
@@ -345,12 +365,12 @@ def locked_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPara
     _refuse_foreign(path)   # before the lock: no lock file beside someone else's folder
     with hold_lock(lock_path(path), stale_after=stale_after, what=path):
         yield _create_or_reopen(path, items, params, reps, video_ids, dataset, source,
-                                overwrite)
+                                overwrite, items_per_shard)
 
 
 def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiParams,
                  representations: Sequence[str], *, dataset: str, source: str,
-                 overwrite: bool = False) -> Store:
+                 overwrite: bool = False, items_per_shard: int = ITEMS_PER_SHARD) -> Store:
     """Lay out a new store, or reopen a matching one to resume; then release the lock.
 
     What :func:`locked_store` does, for a caller that writes afterwards
@@ -358,5 +378,6 @@ def create_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPara
     and errors.
     """
     with locked_store(path, items, params, representations, dataset=dataset,
-                      source=source, overwrite=overwrite) as store:
+                      source=source, overwrite=overwrite,
+                      items_per_shard=items_per_shard) as store:
         return store

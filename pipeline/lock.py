@@ -1,4 +1,4 @@
-"""The writer lock: one lock file that keeps two writers of a store apart.
+"""The writer lock: one lock file (or object) that keeps two writers of a store apart.
 
 A writer creates the lock file atomically (``O_CREAT | O_EXCL``) with
 ``{host, pid, started}`` in it, refreshes its modification time while it
@@ -8,8 +8,19 @@ the holder, unless the lock is stale: its process has ended (same host) or
 it has not been refreshed for ``stale_after`` seconds (another host, whose
 processes we cannot see). A stale lock is taken over, with a note.
 
-Nothing here knows about Zarr: it works on the path of a lock file, and
-``what`` (the path of the store it guards) only words the messages.
+On object storage (a lock URL such as ``s3://bucket/x.zarr.lock``) there is
+no POSIX: the lock is an object created only if absent (S3's
+``If-None-Match: *``), refreshed and taken over only if it is still the
+version read (``If-Match: <ETag>``; every refresh changes its content, so a
+takeover judged on an old version fails), and deleted the same way. Its age
+is judged by the server's clock (the LastModified of a probe object written
+just before), never a client's. The same rules decide staleness. Where the
+server cannot do this (it ignores the conditions, as a probe finds, or the
+protocol offers none ahdi knows), the lock is refused rather than risk two
+writers.
+
+Nothing here knows about Zarr: it works on the path or URL of a lock, and
+``what`` (the store it guards) only words the messages.
 """
 
 from __future__ import annotations
@@ -25,6 +36,7 @@ import threading
 import time
 from collections.abc import Iterator
 
+from . import remote
 from .errors import StoreError
 
 __all__ = ["StoreLock", "hold_lock"]
@@ -89,24 +101,31 @@ def _judge_lock(lock_path: str, stale_after: float) -> tuple[str, dict | None, s
         age = time.time() - os.stat(lock_path).st_mtime
     except FileNotFoundError:
         return "", None, "it was released meanwhile"
+    holder, stale = _staleness(raw, age, stale_after)
+    return raw, holder, stale
+
+
+def _staleness(raw: str, age: float, stale_after: float) -> tuple[dict | None, str | None]:
+    """(holder, reason the lock is stale or None) of a lock holding ``raw``,
+    last refreshed ``age`` seconds ago."""
     try:
         holder = json.loads(raw)
         host, pid, started = str(holder["host"]), int(holder["pid"]), str(holder["started"])
     except (ValueError, KeyError, TypeError):
         if age > _UNREADABLE_GRACE_S:
-            return raw, None, f"the lock file was unreadable and {age:.0f} s old"
-        return raw, None, None
+            return None, f"the lock file was unreadable and {age:.0f} s old"
+        return None, None
     if host == socket.gethostname():
         if not _pid_alive(pid):
-            return raw, holder, f"process {pid} on {host} (since {started}) is no longer running"
+            return holder, f"process {pid} on {host} (since {started}) is no longer running"
         if _pid_started_after(pid, started):
-            return raw, holder, (f"process {pid} on {host} (since {started}) ended; "
-                                 f"its pid now belongs to another process")
-        return raw, holder, None
+            return holder, (f"process {pid} on {host} (since {started}) ended; "
+                            f"its pid now belongs to another process")
+        return holder, None
     if age > stale_after:
-        return raw, holder, (f"process {pid} on {host} (since {started}) has not refreshed "
-                             f"it for {age:.0f} s")
-    return raw, holder, None
+        return holder, (f"process {pid} on {host} (since {started}) has not refreshed "
+                        f"it for {age:.0f} s")
+    return holder, None
 
 
 def _held_message(what: str, lock_path: str, holder: dict | None, stale_after: float) -> str:
@@ -123,7 +142,7 @@ def _held_message(what: str, lock_path: str, holder: dict | None, stale_after: f
 
 
 def _what(lock_path: str, what: str | None) -> str:
-    return what if what is not None else os.path.dirname(os.path.abspath(lock_path))
+    return what if what is not None else remote.parent(lock_path)
 
 
 # ----------------------------------------------------------------------------
@@ -163,18 +182,122 @@ def _take(lock_path: str, mine: str, what: str, stale_after: float) -> list[str]
                      f"taking it; try again")
 
 
-def _start_heartbeat(lock_path: str,
-                     stale_after: float) -> tuple[threading.Event, threading.Thread]:
-    """Refresh the lock file's mtime every ``stale_after / 4`` s until the event is
-    set, so a writer on another host never judges a live lock stale."""
+class _FileLock:
+    """The lock as a file: taken with ``O_EXCL``, refreshed by its mtime."""
+
+    def __init__(self, lock_path: str, info: dict, what: str, stale_after: float) -> None:
+        self.path, self.what, self.stale_after = lock_path, what, stale_after
+        self.mine = json.dumps(info)
+
+    def take(self) -> list[str]:
+        return _take(self.path, self.mine, self.what, self.stale_after)
+
+    def refresh(self) -> bool:
+        try:
+            os.utime(self.path)
+        except OSError:
+            return False
+        return True
+
+    def release(self) -> None:
+        _remove_if_unchanged(self.path, self.mine)
+
+
+# ----------------------------------------------------------------------------
+# the lock as an object (S3)
+# ----------------------------------------------------------------------------
+def _unsupported_message(what: str, scheme: str) -> str:
+    return (f"cannot lock store {what}: ahdi keeps two writers of a store apart only on "
+            f"local paths and on s3:// (whose server checks conditional writes), not on "
+            f"{scheme}://; write the store on a local path or on s3://")
+
+
+def _ignored_message(what: str, lock_url: str) -> str:
+    return (f"cannot lock store {what}: the object store ignores conditional writes (a "
+            f"second create of a probe object beside {lock_url} with If-None-Match: * "
+            f"succeeded), so two writers could not be kept apart; use a server that checks "
+            f"them (AWS S3, MinIO, Ceph) or write the store on a local path")
+
+
+class _ObjectLock:
+    """The lock as an object created only if absent and replaced only if unchanged.
+
+    Each refresh writes the next ``beat`` number into it, so its ETag
+    changes: a takeover decided on an old version of it fails (If-Match).
+    """
+
+    def __init__(self, lock_url: str, info: dict, what: str, stale_after: float) -> None:
+        self.path, self.what, self.stale_after = lock_url, what, stale_after
+        self.info = info
+        self.beat = 0
+        self.etag: str | None = None
+        try:
+            self.obj = remote.ConditionalObject(lock_url, StoreError)
+        except remote.ConditionsUnsupported as exc:
+            raise StoreError(_unsupported_message(what, str(exc))) from None
+
+    def _content(self) -> bytes:
+        return json.dumps({**self.info, "beat": self.beat}).encode()
+
+    def take(self) -> list[str]:
+        try:
+            server_now = self.obj.check_conditions()
+        except remote.ConditionsUnsupported:
+            raise StoreError(_ignored_message(self.what, self.path)) from None
+        notes: list[str] = []
+        for _attempt in range(_TAKE_ATTEMPTS):
+            self.etag = self.obj.create(self._content())
+            if self.etag is not None:
+                return notes
+            held = self.obj.read()
+            if held is None:
+                continue     # released meanwhile: create it again
+            raw, etag, modified = held
+            age = (server_now - modified).total_seconds()
+            holder, stale = _staleness(raw.decode("utf-8", "replace"), age, self.stale_after)
+            if stale is None:
+                raise StoreError(_held_message(self.what, self.path, holder, self.stale_after))
+            self.etag = self.obj.replace(self._content(), etag)
+            if self.etag is None:
+                continue     # another writer took it over first: judge it again
+            notes.append(f"took over the lock of store {self.what}: {stale}")
+            log.warning(notes[-1])
+            return notes
+        raise StoreError(f"could not take the lock {self.path}: other processes keep "
+                         f"taking it; try again")
+
+    def refresh(self) -> bool:
+        self.beat += 1
+        try:
+            etag = self.obj.replace(self._content(), self.etag or "")
+        except StoreError as exc:   # the network: try again at the next beat
+            log.debug("could not refresh %s: %s", self.path, exc)
+            return True
+        if etag is None:
+            log.warning(f"lost the lock of store {self.what}: another process took "
+                        f"{self.path} over (it judged this one stale)")
+            self.etag = None
+            return False
+        self.etag = etag
+        return True
+
+    def release(self) -> None:
+        if self.etag is not None:
+            self.obj.delete(self.etag)
+
+
+# ----------------------------------------------------------------------------
+# holding a lock
+# ----------------------------------------------------------------------------
+def _start_heartbeat(refresh, stale_after: float) -> tuple[threading.Event, threading.Thread]:
+    """Call ``refresh`` every ``stale_after / 4`` s until the event is set (or it
+    returns False), so a writer on another host never judges a live lock stale."""
     stop = threading.Event()
 
     def heartbeat() -> None:
         interval = max(0.05, min(60.0, stale_after / 4))
         while not stop.wait(interval):
-            try:
-                os.utime(lock_path)
-            except OSError:
+            if not refresh():
                 return
 
     beat = threading.Thread(target=heartbeat, name="ahdi-lock-heartbeat", daemon=True)
@@ -185,12 +308,15 @@ def _start_heartbeat(lock_path: str,
 @contextlib.contextmanager
 def hold_lock(lock_path: str, *, stale_after: float = 600.0,
               what: str | None = None) -> Iterator[StoreLock]:
-    """Hold the lock file ``lock_path`` for the ``with`` block.
+    """Hold the lock file (or lock object) ``lock_path`` for the ``with`` block.
 
     Parameters
     ----------
     lock_path : str
         The lock file, created atomically; it holds ``{host, pid, started}``.
+        An ``s3://`` URL is a lock object (see the module's notes); another
+        remote protocol, or a server that ignores conditional writes, is
+        refused.
     stale_after : float
         A lock not refreshed for this many seconds (another host) is stale;
         this holder refreshes its file every ``stale_after / 4`` s.
@@ -206,17 +332,18 @@ def hold_lock(lock_path: str, *, stale_after: float = 600.0,
     Raises
     ------
     StoreError
-        A live process holds the lock (the message names it), or other
-        processes keep taking it.
+        A live process holds the lock (the message names it), other
+        processes keep taking it, or the storage cannot keep writers apart.
     """
     what = _what(lock_path, what)
     info = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now_iso()}
-    mine = json.dumps(info)
-    notes = _take(lock_path, mine, what, stale_after)
-    stop, beat = _start_heartbeat(lock_path, stale_after)
+    lock = (_ObjectLock if remote.is_remote(lock_path) else _FileLock)(
+        lock_path, info, what, stale_after)
+    notes = lock.take()
+    stop, beat = _start_heartbeat(lock.refresh, stale_after)
     try:
         yield StoreLock(path=lock_path, note="; ".join(notes) or None, **info)
     finally:
         stop.set()
         beat.join()
-        _remove_if_unchanged(lock_path, mine)
+        lock.release()

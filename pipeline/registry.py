@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 
+from . import remote
 from .adapters import ADAPTER_OPTIONS, ADAPTERS
 from .errors import DatasetError
 from .files import read_yaml
@@ -151,9 +152,9 @@ def dataset_root(dataset: str, entry: dict, root: str | os.PathLike | None = Non
     """
     env = root_env_var(dataset)
     if root is not None:
-        return "--root", os.path.abspath(str(root))
+        return "--root", remote.absolute(str(root))
     if os.environ.get(env):
-        return f"${env}", os.path.abspath(os.environ[env])
+        return f"${env}", remote.absolute(os.environ[env])
     if entry.get("root") is not None:
         return "datasets.yaml", str(entry["root"])
     return None, None

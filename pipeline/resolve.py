@@ -13,6 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from . import remote
 from .adapters import ADAPTERS, adapter_samples, biovid_parts
 from .archives import archive_stem, is_archive
 from .errors import DatasetError
@@ -38,7 +39,8 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
     source : str
         A dataset name from datasets.yaml (a bare name: write ``./name`` for
         a folder of that name), a folder, one video file, or a ``.zip`` /
-        ``.tar`` / ``.tar.gz`` / ``.tgz`` archive.
+        ``.tar`` / ``.tar.gz`` / ``.tgz`` archive; a path or a URL
+        (``s3://bucket/videos/``, :mod:`ahdi.pipeline.remote`).
     labels_csv : path, optional
         Labels for a plain folder of videos (docs/datasets.md).
     root : path, optional
@@ -57,7 +59,7 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
         The dataset name (or the source's basename without extension) and
         its items sorted by ``video_id``.
     """
-    src = str(source)
+    src = remote.as_local(str(source))   # a file:// URL is its path
     report = on_skip or warn_left_out
     labels_csv = None if labels_csv is None else str(labels_csv)
     is_name = os.sep not in src and "/" not in src and \
@@ -68,7 +70,7 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
         if src in registry:
             return _resolve_dataset(src, registry[src], root=root, labels_csv=labels_csv,
                                     report=report)
-    if os.path.exists(src):
+    if os.path.exists(src) or (remote.is_remote(src) and remote.exists(src, DatasetError)):
         if root is not None:
             raise DatasetError(f"--root applies to dataset names, not to the path {src}")
         return _resolve_path(src, labels_csv, report)
@@ -80,16 +82,16 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
 
 def _resolve_path(src: str, labels_csv: str | None, report: Report) -> tuple[str, list[Item]]:
     """Items of an existing folder, archive or single video file."""
-    path = os.path.abspath(src)
-    if os.path.isdir(path):
-        name = os.path.basename(path.rstrip(os.sep)) or path
+    path = remote.absolute(src)
+    if remote.kind(path, DatasetError) == "folder":
+        name = remote.basename(path) or path
         return _finish(name, _from_tree(path, adapter=None, entry={}, labels_csv=labels_csv,
                                         dataset=name, report=report))
-    kind = not_regular(os.stat(path).st_mode)
+    kind = None if remote.is_remote(path) else not_regular(os.stat(path).st_mode)
     if kind:  # never opened: reading a FIFO waits for a writer forever
         raise DatasetError(f"{src}: is {kind}, not a video file, folder or archive")
     if is_archive(path):
-        base = archive_stem(os.path.basename(path))
+        base = archive_stem(remote.basename(path))
         return _finish(base, _from_tree(path, adapter=None, entry={}, labels_csv=labels_csv,
                                         dataset=base, report=report))
     stem = Path(path).stem
@@ -107,13 +109,13 @@ def _resolve_dataset(name: str, entry: dict, *, root, labels_csv, report: Report
     if adapter == "samples":
         return _finish(name, adapter_samples(None, entry, dataset=name))
     if adapter == "biovid" and entry.get("parts"):
-        if base is not None and not os.path.exists(base):
+        if base is not None and not remote.exists(base, DatasetError):
             raise DatasetError(f"{base}: root folder of dataset {name!r} (from {where}) does "
                                f"not exist; set {env} or pass --root")
         return _finish(name, biovid_parts(entry, base, name, env, report))
     if base is None:
         raise DatasetError(f"dataset {name!r} has no root; set {env} or pass --root")
-    if not os.path.exists(base):
+    if not remote.exists(base, DatasetError):
         raise DatasetError(f"{base}: root folder of dataset {name!r} (from {where}) does not "
                            f"exist; set {env} or pass --root")
     return _finish(name, _from_tree(base, adapter=adapter, entry=entry, labels_csv=labels_csv,

@@ -1,13 +1,19 @@
-"""The schema of an AHDI store: every array, its shape, chunks, codec and fill.
+"""The schema of an AHDI store: every array, its shape, chunks, shards, codec and fill.
 
 :func:`array_specs` lists the arrays of a store for a set of items, in the
 order :mod:`ahdi.pipeline.layout` creates them (docs/store.md has the same
-table in words). The item listing's label columns are derived here too
-(:func:`labels_of`), and :func:`check_listing` refuses, before anything is
-written, what the layout could not store (a label name that is no array
-name, text that is not Unicode). :func:`item_rows` checks one item's
-result against the schema and pads it into the rows
-:meth:`~ahdi.pipeline.store.Store.write_item` writes.
+table in words). Items are grouped G at a time (``items_per_shard``): every
+array written per item is stored as one object per group of G items (a
+shard of per-item inner chunks, or one plain chunk of G rows), so that a
+store holds less than one stored object per item and one task (the group's
+merge) writes each object. Per-frame arrays (:data:`FRAME_ARRAYS`, e.g. the
+motion curve) have a frame axis as wide as the longest stored video.
+
+The item listing's label columns are derived here too (:func:`labels_of`),
+and :func:`check_listing` refuses, before anything is written, what the
+layout could not store (a label name that is no array name, text that is
+not Unicode). :func:`item_rows` checks one item's result against the
+schema and turns it into the rows a merge writes.
 """
 
 from __future__ import annotations
@@ -26,35 +32,71 @@ from ahdi.kernels.compute import REPRESENTATIONS
 
 from .errors import DatasetError, StoreError
 
-__all__ = ["ArraySpec", "COMPRESSORS", "array_specs", "array_names", "segments_width",
-           "labels_of", "listing_columns", "label_spec", "check_listing", "ItemRows",
-           "item_rows", "STORE_VERSION", "READABLE_VERSIONS", "IMAGE_REPRESENTATIONS",
-           "MOTION_CAPACITY", "MOTION_CHUNK", "STATUSES", "RELABELING", "LISTING_COLUMNS"]
+__all__ = ["ArraySpec", "FrameArray", "FRAME_ARRAYS", "COMPRESSORS", "array_specs",
+           "array_names", "segments_width", "labels_of", "listing_columns", "label_spec",
+           "check_listing", "ItemRows", "item_rows", "STORE_VERSION", "READABLE_VERSIONS",
+           "IMAGE_REPRESENTATIONS", "ITEMS_PER_SHARD", "FRAME_CAPACITY", "FRAME_CHUNK",
+           "COORDINATES", "STATUSES", "RELABELING", "LISTING_COLUMNS"]
 
 # 2: every chunk has a checksum and every chunk of a done item exists.
-STORE_VERSION = 2
-READABLE_VERSIONS = (1, 2)
+# 3: items stored G to an object (shards), per-frame arrays as wide as the
+#    longest video, video_id/subject/source coordinates of the item axis.
+STORE_VERSION = 3
+READABLE_VERSIONS = (1, 2, 3)
 # One (S, S, 3) image per item: every representation but the mdv stack.
 IMAGE_REPRESENTATIONS = tuple(r for r in REPRESENTATIONS if r != "mdv")
-MOTION_CAPACITY = 2 ** 22          # most frames a video may have (~38 h at 30 fps)
-MOTION_CHUNK = 4096
+# Items per stored object. 64 keeps a store of 64 items at about half an
+# object per item (17 metadata documents plus one object per array) and one
+# of 512 at a quarter, while a 224 x 224 mdv shard stays at tens of MB, what
+# one merge holds in memory; docs/store.md has the measurements.
+ITEMS_PER_SHARD = 64
+FRAME_CAPACITY = 2 ** 22           # most frames a video may have (~38 h at 30 fps)
+FRAME_CHUNK = 4096                 # frames per inner chunk of a per-frame array
 STATUSES = ("pending", "done", "failed")
+#: Root attribute naming the item listing's columns that xarray makes coordinates.
+COORDINATES = "video_id subject source"
 #: Root attribute set while the label columns are being replaced.
 RELABELING = "relabel_in_progress"
 # Columns written at layout from the item listing that a resume may rewrite
 # (they are not computed), besides the label columns; nothing else may.
 LISTING_COLUMNS = ("subject", "source")
-# Arrays every store has besides its representations and label columns.
-_BASE_ARRAYS = ("video_id", "subject", "source", "status", "error", "warning", "n_frames",
-                "fps", "eps", "motion", "segments", "windows")
 
 # Zstandard at a fixed level is deterministic, so the same result written
 # twice gives the same chunk bytes. Its frame checksum (XXH64 of the
 # decoded bytes) makes every damaged chunk fail to read instead of
 # decoding to wrong pixels; benchmarks/bench_checksum.py measures its cost.
+# A shard's index carries its own CRC32C (Zarr's default index codecs).
 COMPRESSORS = (ZstdCodec(level=3, checksum=True),)
 _ITEM = ("item",)
 _IMAGE_DIMS = ("item", "y", "x", "channel")
+
+
+@dataclasses.dataclass(frozen=True)
+class FrameArray:
+    """A per-frame array: one row of ``T`` values (each of shape ``tail``) per item.
+
+    Declaring one here is all a new per-frame result needs: the layout
+    creates it (axis 1 is ``frame``, as wide as the longest stored video),
+    :func:`item_rows` takes ``getattr(result, field)`` of shape
+    ``(T,) + tail`` and the merge writes it, NaN after the item's frames.
+    """
+
+    name: str
+    field: str
+    tail: tuple[int, ...]
+    tail_dims: tuple[str, ...]
+    dtype: str
+    description: str
+
+
+#: Every per-frame array of a store, in layout order.
+FRAME_ARRAYS = (
+    FrameArray("motion", "motion", (), (), "float32",
+               "motion activity MA_t; row i holds n_frames[i] values, NaN after"),
+)
+# Arrays every store has besides its representations, per-frame arrays and labels.
+_BASE_ARRAYS = ("video_id", "subject", "source", "status", "error", "warning", "n_frames",
+                "fps", "eps", "segments", "windows")
 
 
 def segments_width(params: AhdiParams) -> int:
@@ -70,7 +112,13 @@ def segments_width(params: AhdiParams) -> int:
 
 @dataclasses.dataclass(frozen=True)
 class ArraySpec:
-    """One array of the layout; ``values`` (if any) are written at layout."""
+    """One array of the layout; ``values`` (if any) are written at layout.
+
+    ``shards`` is the shape of one stored object when it holds several
+    ``chunks`` (Zarr v3 sharding), None when every chunk is an object.
+    ``per_frame``: axis 1 is the frame axis, whose width follows the
+    longest stored video (:data:`FRAME_ARRAYS`).
+    """
 
     name: str
     shape: tuple[int, ...]
@@ -80,14 +128,19 @@ class ArraySpec:
     dims: tuple[str, ...]
     description: str
     values: np.ndarray | None = None
+    shards: tuple[int, ...] | None = None
+    per_frame: bool = False
 
 
-def _per_item(name: str, dtype: Any, fill_value: Any, description: str, n: int) -> ArraySpec:
-    """A (N,) array written by each item's task: chunk 1, so tasks never share a file."""
-    return ArraySpec(name, (n,), (1,), dtype, fill_value, _ITEM, description)
+def _per_item(name: str, dtype: Any, fill_value: Any, description: str, n: int,
+              g: int) -> ArraySpec:
+    """A (N,) array written by the merges: one chunk of G items per object."""
+    return ArraySpec(name, (n,), (g,), dtype, fill_value, _ITEM, description)
 
 
-def _image_specs(n: int, params: AhdiParams, representations: Sequence[str]) -> list[ArraySpec]:
+def _image_specs(n: int, params: AhdiParams, representations: Sequence[str],
+                 g: int) -> list[ArraySpec]:
+    # One inner chunk per image, so one item is read without its group.
     s, cap = params.size, params.mdv_capacity
     specs = []
     for rep in representations:
@@ -95,13 +148,23 @@ def _image_specs(n: int, params: AhdiParams, representations: Sequence[str]) -> 
             specs.append(ArraySpec(
                 "mdv", (n, cap, s, s, 3), (1, 1, s, s, 3), "uint8", 0,
                 ("item", "window", "y", "x", "channel"),
-                "level-1 window images; slots >= mdv_count are empty"))
+                "level-1 window images; slots >= mdv_count are empty",
+                shards=(g, cap, s, s, 3)))
             specs.append(_per_item("mdv_count", "int32", 0,
-                                   "number of level-1 window images of the item", n))
+                                   "number of level-1 window images of the item", n, g))
         else:
             specs.append(ArraySpec(rep, (n, s, s, 3), (1, s, s, 3), "uint8", 0, _IMAGE_DIMS,
-                                   f"{rep} image, RGB uint8"))
+                                   f"{rep} image, RGB uint8", shards=(g, s, s, 3)))
     return specs
+
+
+def frame_spec(frame: FrameArray, n: int, g: int, width: int = FRAME_CAPACITY) -> ArraySpec:
+    """The array of a per-frame result: (N, width) + tail, G items x FRAME_CHUNK frames
+    per inner chunk, one object per G items (the shard spans FRAME_CAPACITY frames)."""
+    return ArraySpec(frame.name, (n, width) + frame.tail, (g, FRAME_CHUNK) + frame.tail,
+                     frame.dtype, math.nan, ("item", "frame") + frame.tail_dims,
+                     frame.description, shards=(g, FRAME_CAPACITY) + frame.tail,
+                     per_frame=True)
 
 
 def _text(values: Sequence[Any]) -> np.ndarray:
@@ -170,46 +233,47 @@ def _listing_specs(items: Sequence[Any]) -> list[ArraySpec]:
     return specs + [label_spec(name, kinds[name], labels[name]) for name in names]
 
 
-def _status_specs(n: int) -> list[ArraySpec]:
+def _status_specs(n: int, g: int) -> list[ArraySpec]:
     # Status is 'pending' by fill value: nothing to write until an item ends.
     return [
         _per_item("status", str, "pending",
-                  "pending | done | failed; written last by each task", n),
-        _per_item("error", str, "", "why the item failed ('' when it did not)", n),
-        _per_item("warning", str, "", "reader warnings, one per line", n),
-        _per_item("n_frames", "int32", 0, "frames T of the video", n),
-        _per_item("fps", "float32", math.nan, "frames per second", n),
-        _per_item("eps", "float32", math.nan, "activity threshold used (px/frame)", n),
+                  "pending | done | failed; written last by each merge", n, g),
+        _per_item("error", str, "", "why the item failed ('' when it did not)", n, g),
+        _per_item("warning", str, "", "reader warnings, one per line", n, g),
+        _per_item("n_frames", "int32", 0, "frames T of the video", n, g),
+        _per_item("fps", "float32", math.nan, "frames per second", n, g),
+        _per_item("eps", "float32", math.nan, "activity threshold used (px/frame)", n, g),
     ]
 
 
-def _track_specs(n: int, params: AhdiParams) -> list[ArraySpec]:
-    """Ragged per-item data in fixed-width rows padded with the fill value."""
+def _track_specs(n: int, params: AhdiParams, g: int) -> list[ArraySpec]:
+    """Ragged per-item data: per-frame arrays, and fixed-width rows padded with the fill."""
     cap, width = params.mdv_capacity, segments_width(params)
-    return [
-        ArraySpec("motion", (n, MOTION_CAPACITY), (1, MOTION_CHUNK), "float32", math.nan,
-                  ("item", "frame"),
-                  "motion activity MA_t; row i holds n_frames[i] values, NaN after"),
-        ArraySpec("segments", (n, width), (1, width), "int32", -1, ("item", "boundary"),
+    return [frame_spec(frame, n, g) for frame in FRAME_ARRAYS] + [
+        ArraySpec("segments", (n, width), (g, width), "int32", -1, ("item", "boundary"),
                   "segment boundaries, 0-based, first 0, last T; -1 after"),
-        ArraySpec("windows", (n, cap, 2), (1, cap, 2), "int32", -1, ("item", "window", "edge"),
+        ArraySpec("windows", (n, cap, 2), (g, cap, 2), "int32", -1, ("item", "window", "edge"),
                   "level-1 windows [start, stop) in frames; -1 rows unused"),
     ]
 
 
-def array_names(representations: Sequence[str], labels: Sequence[str]) -> list[str]:
-    """Names of every array of a store holding ``representations`` and ``labels``."""
+def array_names(representations: Sequence[str], labels: Sequence[str],
+                version: int = STORE_VERSION) -> list[str]:
+    """Names of every array of a store (of layout ``version``) holding
+    ``representations`` and ``labels``."""
     reps = list(representations)
-    return (list(_BASE_ARRAYS) + reps + (["mdv_count"] if "mdv" in reps else [])
+    frames = [f.name for f in FRAME_ARRAYS] if version >= 3 else ["motion"]
+    return (list(_BASE_ARRAYS) + frames + reps + (["mdv_count"] if "mdv" in reps else [])
             + [f"label_{name}" for name in labels])
 
 
-def array_specs(items: Sequence[Any], params: AhdiParams,
-                representations: Sequence[str]) -> list[ArraySpec]:
-    """Every array of a store for ``items``, in the order the layout creates them."""
-    n = len(items)
-    return (_image_specs(n, params, representations) + _listing_specs(items)
-            + _status_specs(n) + _track_specs(n, params))
+def array_specs(items: Sequence[Any], params: AhdiParams, representations: Sequence[str],
+                items_per_shard: int = ITEMS_PER_SHARD) -> list[ArraySpec]:
+    """Every array of a store for ``items``, in the order the layout creates them;
+    ``items_per_shard`` items share each stored object of an array written per item."""
+    n, g = len(items), int(items_per_shard)
+    return (_image_specs(n, params, representations, g) + _listing_specs(items)
+            + _status_specs(n, g) + _track_specs(n, params, g))
 
 
 # ----------------------------------------------------------------------------
@@ -271,25 +335,37 @@ def check_listing(items: Sequence[Any], path: str) -> None:
 # ----------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class ItemRows:
-    """One item's rows, padded to the arrays' widths with their fill values."""
+    """One item's rows: per-frame values unpadded, fixed-width rows padded with the fill."""
 
     n_frames: int
-    motion: np.ndarray          # (ceil(T / MOTION_CHUNK) * MOTION_CHUNK,) float32, NaN after T
+    frames: dict[str, np.ndarray]   # per-frame array name -> (T,) + tail values
     segments: np.ndarray        # (B,) int32, -1 after the boundaries
     windows: np.ndarray         # (C, 2) int32, -1 rows after the M windows
     images: dict[str, np.ndarray]   # rep -> (S, S, 3) uint8, 'mdv' -> (M, S, S, 3)
     eps: float
 
 
+def _frame_values(result: Any, frame: FrameArray, t: int, who: str) -> np.ndarray:
+    values = getattr(result, frame.field, None)
+    if values is None:
+        raise StoreError(f"{who}: the result has no {frame.field!r}, which the store holds")
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (t,) + frame.tail:
+        raise StoreError(f"{who}: {frame.field} has shape {values.shape}, "
+                         f"expected {(t,) + frame.tail}")
+    return values.astype(frame.dtype)
+
+
 def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
               width: int, who: str) -> ItemRows:
-    """Check one item's result against the schema and pad it into rows.
+    """Check one item's result against the schema and turn it into rows.
 
     Parameters
     ----------
     result : object
         Fields ``ahdi, sdi, mean, flow`` ((S, S, 3) uint8 or None), ``mdv``
-        ((M, S, S, 3) uint8 or None), ``motion`` ((T,)), ``eps``, ``bounds``
+        ((M, S, S, 3) uint8 or None), ``motion`` ((T,)) and every other
+        per-frame field of :data:`FRAME_ARRAYS`, ``eps``, ``bounds``
         (1-D int or None), ``windows`` ((M, 2) int) and ``n_frames`` (T).
     params : AhdiParams
         The store's parameters (S and the mdv capacity C).
@@ -307,11 +383,9 @@ def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
     """
     s, cap = params.size, params.mdv_capacity
     t = int(result.n_frames)
-    if not 0 <= t <= MOTION_CAPACITY:
-        raise StoreError(f"{who}: n_frames={t} is outside 0..{MOTION_CAPACITY}")
-    motion = np.asarray(result.motion, dtype=np.float64)
-    if motion.shape != (t,):
-        raise StoreError(f"{who}: motion has shape {motion.shape}, expected ({t},)")
+    if not 0 <= t <= FRAME_CAPACITY:
+        raise StoreError(f"{who}: n_frames={t} is outside 0..{FRAME_CAPACITY}")
+    frames = {frame.name: _frame_values(result, frame, t, who) for frame in FRAME_ARRAYS}
     windows = np.asarray(result.windows)
     if windows.size == 0:
         windows = windows.reshape(0, 2)
@@ -339,14 +413,12 @@ def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
                              f"expected uint8 {want}")
         images[rep] = value
 
-    # Rows written whole (padded with the fill value) so a rewrite leaves
-    # nothing of an earlier attempt and never needs to read a chunk first.
-    motion_row = np.full(-(-t // MOTION_CHUNK) * MOTION_CHUNK, np.nan, dtype=np.float32)
-    motion_row[:t] = motion
+    # Fixed-width rows padded with the fill value, so a rewrite leaves
+    # nothing of an earlier attempt.
     seg_row = np.full(width, -1, dtype=np.int32)
     if bounds is not None:
         seg_row[:bounds.size] = bounds
     win_rows = np.full((cap, 2), -1, dtype=np.int32)
     win_rows[:m] = windows
     eps = math.nan if result.eps is None else float(result.eps)
-    return ItemRows(t, motion_row, seg_row, win_rows, images, eps)
+    return ItemRows(t, frames, seg_row, win_rows, images, eps)

@@ -1,18 +1,20 @@
 """The AHDI Zarr v3 store: one folder holding every image of a conversion.
 
 The layout (docs/store.md) is plain Zarr v3, readable without this module.
-This module opens a store and is its read/write API: Dask tasks (threads,
-processes, machines sharing the file system) each write their own item, and
-readers read it back. Laying out is :mod:`ahdi.pipeline.layout`, the schema
-:mod:`ahdi.pipeline.schema`, checking every chunk :mod:`ahdi.pipeline.verify`.
+This module opens a store and is its read/write API. Laying out is
+:mod:`ahdi.pipeline.layout`, the schema :mod:`ahdi.pipeline.schema`,
+writing items :mod:`ahdi.pipeline.shards`, checking every chunk
+:mod:`ahdi.pipeline.verify`.
 
-Concurrency rule: a task writes only its own item's chunks (chunk size 1
-along the item axis, so no two tasks share a file), each written to a
-temporary file and renamed into place. Damage rule: every chunk carries a
-checksum and a done item has every chunk written (even an all-zero image),
-so a reader tells a damaged or missing chunk from a legitimate value and
-raises :class:`~ahdi.pipeline.errors.DamagedChunkError` naming the item and
-array.
+Concurrency rule: G items share each stored object, and one writer writes
+a shard at a time (a conversion stages items and merges each shard in one
+task; :meth:`Store.write_item`, in :mod:`ahdi.pipeline.store_writes`, holds
+a per-shard lock of this process).
+Objects are written whole, to a temporary name renamed into place. Damage
+rule: every chunk carries a checksum and a done item has every chunk
+written (even an all-zero image), so a reader tells a damaged or missing
+chunk from a legitimate value and raises
+:class:`~ahdi.pipeline.errors.DamagedChunkError` naming the item and array.
 """
 
 from __future__ import annotations
@@ -27,27 +29,49 @@ import zarr
 
 from ahdi.kernels.params import AhdiParams
 
+from . import remote
+from .chunks import DamagedIndex, Presence
 from .errors import DamagedChunkError, StoreError
 from .lock import StoreLock, hold_lock
-from .schema import (IMAGE_REPRESENTATIONS, LISTING_COLUMNS, MOTION_CAPACITY, MOTION_CHUNK,
-                     READABLE_VERSIONS, STATUSES, STORE_VERSION, item_rows)
+from .schema import (FRAME_CAPACITY, FRAME_CHUNK, IMAGE_REPRESENTATIONS, READABLE_VERSIONS,
+                     STATUSES, STORE_VERSION)
+from .shards import required_chunks
 from .store_files import (LAYOUT_PROBLEMS, chunk_error, is_ahdi_store, layout_problem,
-                          lock_path, not_a_store_error)
+                          lock_path, not_a_store_error, open_root)
+from .store_writes import StoreWrites
 
 __all__ = [
     "Store", "open_store", "is_ahdi_store", "not_a_store_error", "layout_problem",
-    "lock_path", "IMAGE_REPRESENTATIONS", "MOTION_CAPACITY", "MOTION_CHUNK",
-    "STORE_VERSION", "READABLE_VERSIONS", "STATUSES",
+    "lock_path", "IMAGE_REPRESENTATIONS", "FRAME_CAPACITY", "FRAME_CHUNK",
+    "STORE_VERSION", "READABLE_VERSIONS", "STATUSES", "upgrade_hint", "is_remote",
 ]
+
+#: True for a store's location on object storage (``s3://``, ``gs://``), where every
+#: read is a request: a reader that goes over the same data again (the trainer's
+#: epochs) copies it locally first.
+is_remote = remote.is_remote
+
+
+def upgrade_hint(path: str) -> str:
+    """What to do with a store of an earlier layout version, which this ahdi only reads."""
+    return (f"run ahdi upgrade {path} NEW.zarr to copy it into version {STORE_VERSION} "
+            f"(nothing is recomputed)")
 
 
 def open_store(path: str | os.PathLike, mode: str = "r") -> "Store":
-    """Open an existing ahdi store; ``mode`` is 'r' (read) or 'r+' (write)."""
+    """Open an existing ahdi store at a path or URL; ``mode`` is 'r' (read) or 'r+'
+    (write)."""
     path = os.fspath(path)
     if mode not in ("r", "r+"):
         raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
-    if not os.path.lexists(path):
+    if remote.is_remote(path):
+        path = remote.absolute(path)
+        if remote.kind(path, StoreError) != "folder":
+            raise StoreError(f"no store at {path}: nothing is stored under that URL")
+    elif not os.path.lexists(remote.as_local(path)):
         raise StoreError(f"no store at {path}: the path does not exist")
+    else:
+        path = remote.as_local(path)
     if not is_ahdi_store(path):
         raise not_a_store_error(path)
     problem = layout_problem(path)
@@ -68,7 +92,7 @@ def _strings(values: Any) -> np.ndarray:
 # ----------------------------------------------------------------------------
 # the store
 # ----------------------------------------------------------------------------
-class Store:
+class Store(StoreWrites):
     """An opened ahdi store.
 
     Picklable: it pickles as its path and mode and reopens the Zarr group
@@ -81,14 +105,13 @@ class Store:
     def __init__(self, path: str | os.PathLike, mode: str = "r") -> None:
         if mode not in ("r", "r+"):
             raise ValueError(f"mode must be 'r' or 'r+', got {mode!r}")
-        self._path = os.path.abspath(os.fspath(path))
+        self._path = remote.absolute(os.fspath(path))
         self._mode = mode
         self._reset()
 
     def _reset(self) -> None:
         self._group_obj: zarr.Group | None = None
         self._arrays: dict[str, zarr.Array] = {}
-        self._writers: dict[str, zarr.Array] = {}
         self._attrs: dict[str, Any] | None = None
         self._params: AhdiParams | None = None
 
@@ -108,8 +131,7 @@ class Store:
     def _group(self) -> zarr.Group:
         if self._group_obj is None:
             try:
-                local = zarr.storage.LocalStore(self._path, read_only=self._mode == "r")
-                self._group_obj = zarr.open_group(store=local, mode=self._mode)
+                self._group_obj = open_root(self._path, self._mode)
             except Exception as exc:
                 raise StoreError(f"cannot open store {self._path}: {exc}") from exc
         return self._group_obj
@@ -124,19 +146,13 @@ class Store:
             self._arrays[name] = arr
         return arr
 
-    def _writer(self, name: str) -> zarr.Array:
-        """Array ``name`` writing every chunk, even one of fill values only: a done
-        item has all its chunks, so a missing one is damage, not a black image."""
-        arr = self._writers.get(name)
-        if arr is None:
-            arr = self._writers[name] = self._array(name).with_config(
-                {"write_empty_chunks": True})
-        return arr
-
     def _require_writable(self, what: str) -> None:
         if self._mode != "r+":
             raise StoreError(f"store {self._path} is open read-only; "
                              f"open it with mode='r+' to {what}")
+        if self.version != STORE_VERSION:
+            raise StoreError(f"store {self._path} has layout version {self.version}, which "
+                             f"this ahdi reads but does not write; {upgrade_hint(self._path)}")
 
     def _index(self, index: int) -> int:
         i = int(index)
@@ -151,11 +167,6 @@ class Store:
                              f"(it holds {', '.join(self.representations)})")
 
     # -- damage --------------------------------------------------------------
-    def chunk_file(self, name: str, coords: Sequence[int]) -> str:
-        """The file of array ``name``'s chunk at chunk coordinates ``coords``."""
-        key = self._array(name).metadata.encode_chunk_key(tuple(int(c) for c in coords))
-        return os.path.join(self._path, name, *key.split("/"))
-
     def damage(self, name: str, index: int | None, kind: str,
                reason: str | BaseException) -> DamagedChunkError:
         """The error for a ``kind`` ('damaged' or 'missing') chunk of array ``name``
@@ -176,7 +187,17 @@ class Store:
         try:
             return np.asarray(arr[selection])
         except Exception as exc:  # zarr's codecs and the disk share no exception base
-            raise self.damage(name, index, "damaged", exc) from exc
+            raise self.damage(name, index, "damaged", self._why(name, index, exc)) from exc
+
+    def _why(self, name: str, index: int | None, exc: BaseException) -> str | BaseException:
+        """Why a read of item ``index`` failed: its shard's damaged index, if that is it."""
+        arr = self._array(name)
+        if index is not None and arr.shards is not None:
+            try:
+                self.presence().missing(name, (index,) + (0,) * (arr.ndim - 1))
+            except DamagedIndex as damaged:
+                return str(damaged)
+        return exc
 
     def _rows(self, name: str, indices: Sequence[int] | None = None,
               unreadable: str | None = None) -> np.ndarray:
@@ -200,28 +221,37 @@ class Store:
                 values.append(np.asarray(arr[i]))
             except Exception as exc:
                 if unreadable is None:
-                    raise self.damage(name, i, "damaged", exc) from exc
+                    raise self.damage(name, i, "damaged", self._why(name, i, exc)) from exc
                 values.append(np.asarray(unreadable))
         return np.stack(values)
 
-    def _require(self, name: str, index: int, chunks: Sequence[Sequence[int]]) -> None:
-        """Raise :class:`DamagedChunkError` if item ``index`` is done and lacks one
-        of its ``chunks`` of array ``name`` (stores of version 1 may lack them)."""
+    def presence(self) -> Presence:
+        """A fresh :class:`~ahdi.pipeline.chunks.Presence` of this store's chunks."""
+        return Presence(self._group())
+
+    def _require(self, name: str, index: int, positions: Sequence[Sequence[int]],
+                 presence: Presence | None = None) -> None:
+        """Raise :class:`DamagedChunkError` if item ``index`` is done and one of its
+        chunks of array ``name`` (by the ``positions`` of their first elements)
+        is not stored, or its shard index is damaged. Stores of version 1 may
+        lack fill-only chunks: nothing is required there."""
         if self.version < 2:
             return
-        for coords in chunks:
-            file = self.chunk_file(name, coords)
-            if not os.path.exists(file):
+        presence = presence or self.presence()
+        for position in positions:
+            try:
+                why, kind = presence.missing(name, position), "missing"
+            except DamagedIndex as exc:
+                why, kind = str(exc), "damaged"
+            if why:
                 if str(self._read("status", index, index)) == "done":
-                    raise self.damage(name, index, "missing",
-                                      f"no file {os.path.relpath(file, self._path)}")
+                    raise self.damage(name, index, kind, why)
                 return
 
     def _item_value(self, name: str, index: int) -> np.ndarray:
-        """The whole row of a per-item array for one item (one chunk), checked."""
+        """The whole row of a per-item array for one item, checked."""
         i = self._index(index)
-        arr = self._array(name)
-        self._require(name, i, [(i,) + (0,) * (arr.ndim - 1)])
+        self._require(name, i, required_chunks(self._array(name), i))
         return self._read(name, i, i)
 
     # -- metadata ------------------------------------------------------------
@@ -262,6 +292,11 @@ class Store:
     @property
     def n_items(self) -> int:
         return int(self._array("status").shape[0])
+
+    @property
+    def items_per_shard(self) -> int:
+        """G: items sharing each stored object (1 in stores of version 1 and 2)."""
+        return int(self.attrs.get("items_per_shard", 1))
 
     @property
     def size(self) -> int:
@@ -319,62 +354,6 @@ class Store:
         status = self.statuses(unreadable="pending")
         return {s: int(np.count_nonzero(status == s)) for s in STATUSES}
 
-    # -- writing -------------------------------------------------------------
-    def write_item(self, index: int, result: Any, *, fps: float | None,
-                   warnings: Sequence[str] = ()) -> None:
-        """Write every array of one item, then its status 'done' last.
-
-        ``result`` has fields ``ahdi, sdi, mean, flow`` ((S, S, 3) uint8 or
-        None), ``mdv`` ((M, S, S, 3) uint8 or None), ``motion`` ((T,)),
-        ``eps``, ``bounds`` (1-D int or None), ``windows`` ((M, 2) int) and
-        ``n_frames`` (T). Everything is checked before anything is written,
-        and every chunk of the item is written, even one of fill values.
-        """
-        self._require_writable("write items")
-        i = self._index(index)
-        # the layout sized segments for these parameters (schema.segments_width)
-        rows = item_rows(result, self.params, self.representations,
-                         int(self._array("segments").shape[1]),
-                         f"item {i} of store {self._path}")
-        put = self._writer
-        if rows.motion.size:
-            put("motion")[i, :rows.motion.size] = rows.motion
-        put("segments")[i] = rows.segments
-        put("windows")[i] = rows.windows
-        for rep, value in rows.images.items():
-            if rep == "mdv":
-                m = value.shape[0]
-                if m:
-                    put("mdv")[i, :m] = value
-                if m < self.params.mdv_capacity:
-                    # empty slots have no chunk, and one left by an earlier attempt goes
-                    self._array("mdv")[i, m:] = 0
-                put("mdv_count")[i] = np.int32(m)
-            else:
-                put(rep)[i] = value
-        put("n_frames")[i] = np.int32(rows.n_frames)
-        put("fps")[i] = np.float32(np.nan if fps is None else fps)
-        put("eps")[i] = np.float32(rows.eps)
-        put("warning")[i] = "\n".join(str(w) for w in warnings)
-        put("error")[i] = ""
-        put("status")[i] = "done"          # last: the item counts as done
-
-    def write_failure(self, index: int, message: str) -> None:
-        """Record why an item failed: its error, then status 'failed'."""
-        self._require_writable("write items")
-        i = self._index(index)
-        self._writer("error")[i] = str(message) or "failed"
-        self._writer("status")[i] = "failed"
-
-    def mark_pending(self, indices: Sequence[int]) -> None:
-        """Set items back to 'pending' (their status chunk goes, damaged or not),
-        so that the next conversion redoes them; what ``ahdi verify --repair`` does."""
-        self._require_writable("mark items pending")
-        for i in indices:
-            # 'pending' is the fill value: writing it removes the chunk file
-            # without reading it, so a damaged one goes too.
-            self._array("status")[self._index(i)] = "pending"
-
     # -- reading -------------------------------------------------------------
     def image(self, rep: str, index: int) -> np.ndarray:
         """One (S, S, 3) uint8 image of ``rep`` ('ahdi', 'sdi', 'mean', 'flow')."""
@@ -389,8 +368,9 @@ class Store:
             raise StoreError("mdv is a stack per item; read it with Store.mdv(index)")
         self._rep(rep)
         rows = range(self.n_items) if indices is None else [self._index(i) for i in indices]
+        presence = self.presence()
         for i in rows:
-            self._require(rep, i, [(i, 0, 0, 0)])
+            self._require(rep, i, [(i, 0, 0, 0)], presence)
         return self._rows(rep, indices)
 
     def mdv(self, index: int) -> np.ndarray:
@@ -398,7 +378,7 @@ class Store:
         self._rep("mdv")
         i = self._index(index)
         count = int(self._item_value("mdv_count", i))
-        self._require("mdv", i, [(i, k, 0, 0, 0) for k in range(count)])
+        self._require("mdv", i, required_chunks(self._array("mdv"), i, windows=count))
         return self._read("mdv", (i, slice(0, count)), i)
 
     def mdv_counts(self, indices: Sequence[int] | None = None) -> np.ndarray:
@@ -408,8 +388,9 @@ class Store:
         """
         self._rep("mdv")
         rows = range(self.n_items) if indices is None else [self._index(i) for i in indices]
+        presence = self.presence()
         for i in rows:
-            self._require("mdv_count", i, [(i,)])
+            self._require("mdv_count", i, [(i,)], presence)
         return self._rows("mdv_count", indices)
 
     def n_frames(self, index: int) -> int:
@@ -421,10 +402,14 @@ class Store:
 
     def motion(self, index: int) -> np.ndarray:
         """(n_frames,) float32 motion activity of one item."""
+        return self.frames("motion", index)
+
+    def frames(self, name: str, index: int) -> np.ndarray:
+        """(n_frames,) + tail values of one item's per-frame array ``name``."""
         i = self._index(index)
         t = self.n_frames(i)
-        self._require("motion", i, [(i, k) for k in range(-(-t // MOTION_CHUNK))])
-        return self._read("motion", (i, slice(0, t)), i)
+        self._require(name, i, required_chunks(self._array(name), i, n_frames=t))
+        return self._read(name, (i, slice(0, t)), i)
 
     def windows(self, index: int) -> np.ndarray:
         """(M, 2) int32 level-1 windows ``[start, stop)`` of one item."""
@@ -459,39 +444,6 @@ class Store:
                 row[key] = values[k].item() if isinstance(values[k], np.generic) else values[k]
             table.append(row)
         return table
-
-    # -- listing columns -----------------------------------------------------
-    def rewrite_column(self, name: str, values: Sequence[Any]) -> bool:
-        """Replace a column written from the item listing if it differs; True if it did.
-
-        Only ``subject``, ``source`` and ``label_<name>``: they are not
-        computed, so a resume brings them up to date (an edited labels CSV, a
-        moved dataset root). ``values`` holds one str (or float, for a numeric
-        label) per item. An unchanged column is not written; a damaged one is
-        rewritten.
-        """
-        self._require_writable("rewrite its columns")
-        if name not in LISTING_COLUMNS and not name.startswith("label_"):
-            raise ValueError(f"{name!r} is not a column of the item listing; only "
-                             f"{', '.join(LISTING_COLUMNS)} and label_<name> can be rewritten")
-        array = self._array(name)
-        values = np.asarray(values)
-        if values.shape != array.shape:
-            raise ValueError(f"{name}: {values.size} values for the {array.shape[0]} "
-                             f"items of store {self._path}")
-        if values.dtype.kind in "OSU":
-            values = values.astype(object)
-        try:
-            current = self._read(name, Ellipsis, None)
-        except DamagedChunkError:
-            same = False
-        else:
-            same = ([str(v) for v in current] == [str(v) for v in values]
-                    if values.dtype.kind == "O" else
-                    np.array_equal(current, values, equal_nan=True))
-        if not same:
-            self._writer(name)[...] = values
-        return not same
 
     # -- lock ----------------------------------------------------------------
     def lock(self, *,

@@ -7,6 +7,11 @@ links to folders, each real folder once; an unreadable folder is an error
 naming it; what the walk leaves out (a FIFO, socket or device named like a
 video, a second link to one folder) is reported, one message each, to the
 tree's ``report``.
+
+A tree's location may be a URL (``s3://bucket/videos/``): every object under
+that prefix is a file of the tree (object storage has no links, FIFOs or
+unreadable folders), the sources it makes carry URLs, and its small label
+files are fetched concurrently.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import posixpath
 import warnings
 from collections.abc import Callable
 
+from . import remote
 from .archives import Archive, archive_stem, is_archive
 from .errors import DatasetError, VideoError
 from .files import IMAGE_EXTS, VIDEO_EXTS, decode_text, extension, not_regular
@@ -44,7 +50,8 @@ class FileTree:
     Parameters
     ----------
     location : str
-        A folder or an archive.
+        A folder or an archive: a path, or a URL (a prefix or an archive
+        object on object storage).
     strip_wrapper : bool
         Drop one top-level folder that wraps every file.
     report : callable, optional
@@ -54,12 +61,15 @@ class FileTree:
 
     def __init__(self, location: str, strip_wrapper: bool = True,
                  report: Callable[[str], None] | None = None):
-        self.location = os.path.abspath(location)
+        self.location = remote.absolute(location)
+        self.remote = remote.is_remote(self.location)
         self.archive: str | None = None
         self._arc: Archive | None = None
         self.report = report or warn_left_out
-        base = os.path.basename(self.location.rstrip("/"))
-        if os.path.isfile(self.location) and is_archive(self.location):
+        base = remote.basename(self.location)
+        if is_archive(self.location) and (
+                remote.kind(self.location, DatasetError) == "file" if self.remote
+                else os.path.isfile(self.location)):
             self.archive = self.location
             try:
                 self._arc = Archive(self.location)
@@ -67,6 +77,8 @@ class FileTree:
                 raise DatasetError(str(exc)) from None
             names = self._arc.names()
             base = archive_stem(base)
+        elif self.remote:
+            names = remote.list_files(self.location, DatasetError)
         else:
             names = self._walk()
         names = [n for n in names if not n.startswith(_JUNK)
@@ -155,7 +167,7 @@ class FileTree:
         if self.archive is not None:
             return (self.prefix + rel).rstrip("/")
         parts = [p for p in (self.prefix + rel).split("/") if p]
-        return os.path.join(self.location, *parts)
+        return remote.join(self.location, *parts)
 
     def read_bytes(self, rel: str) -> bytes | None:
         """Content of a file, or None when it is missing or unreadable."""
@@ -164,9 +176,11 @@ class FileTree:
         try:
             if self._arc is not None:
                 return self._arc.read(self.full(rel))
+            if self.remote:
+                return remote.read_bytes(self.full(rel), self.full(rel), DatasetError)
             with open(self.full(rel), "rb") as fh:
                 return fh.read()
-        except (VideoError, OSError):
+        except (VideoError, DatasetError, OSError):
             return None
 
     def read_text(self, rel: str) -> str | None:
@@ -182,6 +196,11 @@ class FileTree:
     def read_many(self, rels: list[str]) -> dict[str, str]:
         """Texts of the existing files among ``rels`` (read in archive order)."""
         have = [r for r in rels if self.exists(r)]
+        if self._arc is None and self.remote:
+            # thousands of small objects: fetched concurrently, not one by one
+            got = remote.read_many([self.full(r) for r in have], DatasetError)
+            return {r: got[self.full(r)].decode("utf-8", "replace")
+                    for r in have if self.full(r) in got}
         if self._arc is not None:
             have = self._arc.in_reading_order(have, self.full)
         out = {}

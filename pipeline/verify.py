@@ -3,11 +3,14 @@
 ``ahdi verify STORE`` is :func:`verify_store`: it decodes the status of
 every item, every chunk of every done item (and the error of every failed
 one) and the columns written at layout, checking each chunk's checksum and,
-in a store of version 2, that no chunk a done item must have is missing.
-With ``repair=True`` it takes the store's lock and marks every item with a
-bad chunk 'pending' (a damaged status chunk goes too), so the next
-``ahdi convert`` redoes exactly those items; and it removes the temporary
-files that writes cut short by a kill leave behind.
+from version 2 on, that no chunk a done item must have is missing (in a
+version-3 store, inside its shard: each shard's index is read and its
+CRC32C checked, and a damaged index names every item of the shard). With
+``repair=True`` it takes the store's lock and marks every item with a bad
+chunk 'pending' (a damaged status chunk goes too), so the next ``ahdi
+convert`` redoes exactly those items; it removes the temporary files that
+writes cut short by a kill leave behind, and fits the per-frame arrays to
+the longest stored video (a killed run leaves them wide).
 
 >>> report = verify_store("out.zarr")                # doctest: +SKIP
 >>> print(format_report(report))                     # doctest: +SKIP
@@ -22,9 +25,13 @@ from collections.abc import Callable, Iterable, Sequence
 import numpy as np
 import zarr
 
+from .chunks import DamagedIndex
 from .errors import DamagedChunkError
-from .schema import IMAGE_REPRESENTATIONS, MOTION_CHUNK
+from .resume import fit_frame_width
+from .schema import IMAGE_REPRESENTATIONS
+from .shards import frame_names, required_chunks
 from .store import Store, open_store
+from .store_files import leftover_files, open_root, remove_files
 
 __all__ = ["VerifyReport", "verify_store", "format_report", "describe"]
 
@@ -108,7 +115,8 @@ class _Checker:
 
     def __init__(self, store: Store, report: VerifyReport) -> None:
         self.store = store
-        self.group = zarr.open_group(store.path, mode="r")
+        self.group = open_root(store.path, "r")
+        self.presence = store.presence()
         self.report = report
         self.strict = store.version >= 2   # version 1 wrote no chunk of fill values only
 
@@ -117,47 +125,47 @@ class _Checker:
         self.report.problems.append(self.store.damage(name, index, kind, reason))
 
     def present(self, name: str, chunks: Iterable[tuple[int, Sequence[int]]]) -> set[int]:
-        """Items (of ``(item, chunk coords)`` pairs) whose chunk file is missing,
-        each reported once; nothing is missing in a version-1 store."""
+        """Items (of ``(item, position)`` pairs, the position of a chunk's first
+        element) whose chunk is not stored, or whose shard index is damaged, each
+        reported once; nothing is missing in a version-1 store."""
         missing: set[int] = set()
-        for i, coords in chunks:
+        for i, position in chunks:
             self.report.chunks += 1
             if not self.strict or i in missing:
                 continue
-            file = self.store.chunk_file(name, coords)
-            if not os.path.exists(file):
+            try:
+                why, kind = self.presence.missing(name, position), "missing"
+            except DamagedIndex as exc:
+                why, kind = str(exc), "damaged"
+            if why:
                 missing.add(i)
-                self.bad(name, i, "missing",
-                         f"no file {os.path.relpath(file, self.store.path)}")
+                self.bad(name, i, kind, why)
         return missing
 
     def rows(self, name: str, rows: Sequence[int], keep: bool = False) -> dict[int, np.ndarray]:
-        """Check the one chunk per item of array ``name`` for ``rows``."""
+        """Check the chunk of array ``name`` holding each item of ``rows``."""
         arr = self.group[name]
-        tail = (0,) * (arr.ndim - 1)
-        missing = self.present(name, ((i, (i,) + tail) for i in rows))
+        missing = self.present(name, ((i, pos) for i in rows
+                                      for pos in required_chunks(arr, i)))
         ok = [i for i in rows if i not in missing]
         return _decode_rows(arr, ok, lambda i, exc: self.bad(name, i, "damaged", exc), keep)
 
-    def stacks(self, name: str, counts: dict[int, int], chunk: int, inner: int) -> None:
-        """Check items' first ``counts[i]`` values along axis 1 (``chunk`` per chunk
-        file; ``inner`` zero coordinates after it): the mdv stack, the motion row."""
+    def stacks(self, name: str, needs: dict[int, dict[str, int]]) -> None:
+        """Check every chunk of items' stacks along axis 1 (``needs[i]`` gives the
+        item's ``n_frames`` or ``windows``): the mdv stack, per-frame arrays."""
         arr = self.group[name]
-        for i, count in counts.items():
-            n_chunks = -(-count // chunk)
-            if self.present(name, ((i, (i, k) + (0,) * inner) for k in range(n_chunks))):
+        for i, need in needs.items():
+            positions = required_chunks(arr, i, **need)
+            if self.present(name, ((i, pos) for pos in positions)) or not positions:
                 continue
             try:
-                arr[i, :n_chunks * chunk]
+                arr[i, :positions[-1][1] + arr.chunks[1]]
             except Exception as exc:
                 self.bad(name, i, "damaged", exc)
 
     def column(self, name: str) -> None:
         """Check a column written whole at layout (one chunk)."""
-        self.report.chunks += 1
-        file = self.store.chunk_file(name, (0,))
-        if self.strict and not os.path.exists(file):
-            self.bad(name, None, "missing", f"no file {os.path.relpath(file, self.store.path)}")
+        if self.present(name, [(None, (0,))]):
             return
         try:
             self.group[name][:]
@@ -181,19 +189,12 @@ def _check(store: Store, report: VerifyReport) -> None:
     names += [r for r in reps if r in IMAGE_REPRESENTATIONS]
     for name in names:
         check.rows(name, done)
-    frames = check.rows("n_frames", done, keep=True)     # and the motion they call for
-    check.stacks("motion", {i: int(t) for i, t in frames.items()}, MOTION_CHUNK, 0)
+    frames = check.rows("n_frames", done, keep=True)     # and the curves they call for
+    for name in frame_names(check.group):
+        check.stacks(name, {i: {"n_frames": int(t)} for i, t in frames.items()})
     if "mdv" in reps:
         mdv_counts = check.rows("mdv_count", done, keep=True)
-        check.stacks("mdv", {i: int(m) for i, m in mdv_counts.items()}, 1, 3)
-
-
-def _leftovers(path: str) -> list[str]:
-    found = []
-    for folder, _dirs, files in os.walk(path):
-        found += [os.path.relpath(os.path.join(folder, f), path) for f in files
-                  if f.endswith(_PARTIAL_SUFFIX)]
-    return sorted(found)
+        check.stacks("mdv", {i: {"windows": int(m)} for i, m in mdv_counts.items()})
 
 
 def _run(store: Store, repair: bool) -> VerifyReport:
@@ -202,15 +203,12 @@ def _run(store: Store, repair: bool) -> VerifyReport:
     _check(store, report)
     # columns first, then item by item
     report.problems.sort(key=lambda p: (p.index is not None, p.index or 0, p.array))
-    report.leftovers = _leftovers(store.path)
+    report.leftovers = leftover_files(store.path, _PARTIAL_SUFFIX)
     if repair:
         report.repaired = report.bad_items
         store.mark_pending(report.repaired)
-        for rel in report.leftovers:
-            try:
-                os.unlink(os.path.join(store.path, rel))
-            except FileNotFoundError:
-                pass
+        remove_files(store.path, report.leftovers)
+        fit_frame_width(store.path)
     return report
 
 

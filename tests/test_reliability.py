@@ -92,9 +92,16 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str]:
 
 
 def finished_items(store_path: Path) -> int:
-    """Items whose status chunk was written (done or failed), read from the files."""
-    folder = store_path / "status" / "c"
-    return len(os.listdir(folder)) if folder.is_dir() else 0
+    """Items computed (done or failed), read from the files: staged ones waiting for
+    their shard's merge (docs/store.md), and merged ones (their status written)."""
+    staged = len(list((store_path / ".staging").rglob("*.npz")))
+    if not (store_path / "status" / "c").is_dir():
+        return staged
+    try:
+        status = zarr.open_array(str(store_path / "status"), mode="r")[:]
+    except Exception:   # being rewritten by a merge right now: ask again
+        return staged
+    return staged + int((status != "pending").sum())
 
 
 def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None):

@@ -56,7 +56,9 @@ def store(tmp_path_factory):
         items.append(types.SimpleNamespace(video_id=f"sub/v{i:02d}", subject=f"s{i // 2}",
                                            labels=labels, source=FakeSource(f"/v/{i}.mp4")))
     path = tmp_path_factory.mktemp("pictures") / "store.zarr"
-    st = create_store(path, items, PARAMS, REPS, dataset="tiny", source="synthetic")
+    # one item per stored object (G = 1): the damage below touches one item
+    st = create_store(path, items, PARAMS, REPS, dataset="tiny", source="synthetic",
+                      items_per_shard=1)
     for i in (0, 1, 3):
         frames = blob_frames(24, S, S, seed=i)
         result = compute_ahdi(frames, PARAMS, REPS)
@@ -183,8 +185,11 @@ def damaged_copy(store, tmp_path):
     zero-byte status chunk."""
     path = tmp_path / "damaged.zarr"
     shutil.copytree(store.path, path)
-    chunk = path / "ahdi" / "c" / "1" / "0" / "0" / "0"
-    chunk.write_bytes(chunk.read_bytes()[::-1])
+    chunk = path / "ahdi" / "c" / "1" / "0" / "0" / "0"    # a shard of one chunk
+    data = chunk.read_bytes()
+    offset, nbytes = np.frombuffer(data[-20:-4], "<u8")     # its index: one entry
+    chunk.write_bytes(data[:offset] + data[offset:offset + nbytes][::-1]
+                      + data[offset + nbytes:])
     (path / "status" / "c" / "3").write_bytes(b"")
     return open_store(path)
 

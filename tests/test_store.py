@@ -22,7 +22,7 @@ from ahdi.kernels.params import AhdiParams
 from ahdi.pipeline.errors import DamagedChunkError, StoreError
 from ahdi.pipeline.layout import create_store
 from ahdi.pipeline.lock import hold_lock
-from ahdi.pipeline.schema import array_specs, segments_width
+from ahdi.pipeline.schema import ITEMS_PER_SHARD, array_specs, segments_width
 from ahdi.pipeline.store import Store, lock_path, open_store
 
 S = 16
@@ -78,6 +78,37 @@ def _chunk_bytes(root: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != "zarr.json"}
 
 
+def inner_chunk(store_path, name: str, position) -> tuple[Path, int, int]:
+    """The object file holding array ``name``'s chunk at element ``position``, and
+    the chunk's offset and size in it (read from the shard index; the whole file
+    for an array without shards)."""
+    from ahdi.pipeline.chunks import inner_grid, object_key
+
+    arr = zarr.open_group(str(store_path), mode="r")[name]
+    coords = tuple(p // c for p, c in zip(position, arr.chunks))
+    file = Path(store_path, name, *object_key(arr, coords).split("/"))
+    grid = inner_grid(arr)
+    if grid is None:
+        return file, 0, file.stat().st_size
+    n = int(np.prod(grid))
+    raw = file.read_bytes()
+    index = np.frombuffer(raw[-(n * 16 + 4):-4], dtype="<u8").reshape(n, 2)
+    inner = tuple(c % g for c, g in zip(coords, grid))
+    offset, nbytes = index[int(np.ravel_multi_index(inner, grid))]
+    return file, int(offset), int(nbytes)
+
+
+def flip_chunk(store_path, name: str, position, *, how: str = "flip") -> None:
+    """Damage one (inner) chunk in place: one bit in its middle, or random bytes."""
+    file, offset, nbytes = inner_chunk(store_path, name, position)
+    data = bytearray(file.read_bytes())
+    if how == "flip":
+        data[offset + nbytes // 2] ^= 0x10
+    else:
+        data[offset:offset + nbytes] = np.random.default_rng(0).bytes(nbytes)
+    file.write_bytes(bytes(data))
+
+
 # ----------------------------------------------------------------------------
 def test_layout_before_compute(tmp_path):
     st = new_store(tmp_path)
@@ -96,7 +127,9 @@ def test_layout_before_compute(tmp_path):
     np.testing.assert_array_equal(labels["pain"], [0.0, 1.0, np.nan, 3.0])
     assert list(labels["sex"]) == ["m", "f", "m", "f"]
     attrs = st.attrs
-    assert attrs["ahdi_store_version"] == 2
+    assert attrs["ahdi_store_version"] == 3
+    assert attrs["items_per_shard"] == ITEMS_PER_SHARD == 64
+    assert attrs["coordinates"] == "video_id subject source"
     assert attrs["param_hash"] == PARAMS.param_hash()
     assert attrs["params"] == PARAMS.to_dict()
     assert set(attrs["versions"]) == {"ahdi", "numpy", "opencv", "numba", "zarr", "dask"}
@@ -105,13 +138,18 @@ def test_layout_before_compute(tmp_path):
 
     g = zarr.open_group(st.path, mode="r")
     cap = PARAMS.mdv_capacity
+    # G items per stored object: a shard of one-item inner chunks for images,
+    # one plain chunk of G rows for per-item values
     assert g["ahdi"].shape == (4, S, S, 3) and g["ahdi"].chunks == (1, S, S, 3)
+    assert g["ahdi"].shards == (64, S, S, 3)
     assert g["mdv"].shape == (4, cap, S, S, 3) and g["mdv"].chunks == (1, 1, S, S, 3)
-    assert g["motion"].shape == (4, 2 ** 22) and g["motion"].chunks == (1, 4096)
+    assert g["mdv"].shards == (64, cap, S, S, 3)
+    assert g["motion"].shape == (4, 2 ** 22) and g["motion"].chunks == (64, 4096)
+    assert g["motion"].shards == (64, 2 ** 22)
     assert g["segments"].shape == (4, segments_width(PARAMS)) == (4, PARAMS.n_segments + 1)
-    assert g["windows"].shape == (4, cap, 2) and g["windows"].chunks == (1, cap, 2)
+    assert g["windows"].shape == (4, cap, 2) and g["windows"].chunks == (64, cap, 2)
     for name in ("status", "error", "warning", "n_frames", "fps", "eps", "mdv_count"):
-        assert g[name].chunks == (1,), name
+        assert g[name].chunks == (64,) and g[name].shards is None, name
     for name in g.array_keys():
         assert g[name].metadata.dimension_names[0] == "item", name
     # nothing per item was written yet: only metadata and the layout-time columns
@@ -206,15 +244,17 @@ def test_bad_results_refused_before_writing(tmp_path):
 
 
 def test_status_is_written_last(tmp_path, monkeypatch):
-    st = new_store(tmp_path)
-    real = st._array
+    from ahdi.pipeline import shards
 
-    def failing(name):
+    st = new_store(tmp_path)
+    real = shards._writer
+
+    def failing(group, name, empty=True):
         if name == "warning":
             raise OSError("disk full")
-        return real(name)
+        return real(group, name, empty)
 
-    monkeypatch.setattr(st, "_array", failing)
+    monkeypatch.setattr(shards, "_writer", failing)
     with pytest.raises(OSError, match="disk full"):
         st.write_item(0, make_result(0), fps=25)
     monkeypatch.undo()
@@ -315,21 +355,22 @@ def test_read_only_store_refuses_writes(tmp_path):
 
 
 def test_pickle_and_write_from_child_process(tmp_path):
-    st = new_store(tmp_path)
+    # One writer per shard: the two children write items of different shards.
+    st = new_store(tmp_path, n=70)
     st.statuses()                                  # open the group in the parent
     blob = pickle.dumps(st)
     assert len(blob) < 300
     clone = pickle.loads(blob)
     assert clone.path == st.path and clone.mode == "r+" and clone._group_obj is None
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_write_in_child, args=(st, i, i)) for i in (0, 3)]
+    procs = [ctx.Process(target=_write_in_child, args=(st, i, i)) for i in (0, 67)]
     for p in procs:
         p.start()
     for p in procs:
         p.join(60)
         assert p.exitcode == 0
-    assert list(st.statuses()) == ["done", "pending", "pending", "done"]
-    np.testing.assert_array_equal(st.image("ahdi", 3), make_result(3).ahdi)
+    assert [i for i, s in enumerate(st.statuses()) if s != "pending"] == [0, 67]
+    np.testing.assert_array_equal(st.image("ahdi", 67), make_result(67).ahdi)
     assert st.warnings()[0] == "from child"
 
 
@@ -346,35 +387,46 @@ def test_threads_write_their_own_items(tmp_path):
 
 
 def test_readable_without_our_code(tmp_path):
+    from ahdi.pipeline.resume import fit_frame_width
+
     st = new_store(tmp_path)
     res = make_result(5)
     st.write_item(1, res, fps=25)
     st.write_failure(2, "boom")
+    fit_frame_width(st.path)                         # what a conversion does at its end
 
     g = zarr.open_group(st.path, mode="r")
-    assert g.attrs["ahdi_store_version"] == 2
+    assert g.attrs["ahdi_store_version"] == 3
     np.testing.assert_array_equal(g["ahdi"][1], res.ahdi)
     assert list(g["status"][:]) == ["pending", "done", "failed", "pending"]
+    assert g["motion"].shape == (4, 50)              # as wide as the longest curve
 
     xr = pytest.importorskip("xarray")
     import warnings
     with warnings.catch_warnings():
         warnings.simplefilter("error")             # consolidated: opens without a warning
         ds = xr.open_zarr(st.path)
-    for name in ("ahdi", "mdv", "sdi", "mean", "flow", "status", "error", "video_id",
+    for name in ("ahdi", "mdv", "sdi", "mean", "flow", "status", "error",
                  "label_pain", "label_sex", "motion", "segments", "windows", "n_frames"):
         assert name in ds.data_vars, name
+    # the item listing: coordinates of the item axis
+    assert {"video_id", "subject", "source"} <= set(ds.coords)
     assert ds["ahdi"].dims == ("item", "y", "x", "channel")
     assert ds["ahdi"].dtype == np.uint8
     np.testing.assert_array_equal(ds["ahdi"][1].values, res.ahdi)
+    np.testing.assert_array_equal(ds.sel(item=1)["ahdi"].values, res.ahdi)
+    np.testing.assert_array_equal(ds.sel(video_id="v01")["ahdi"].values, res.ahdi)
+    assert str(ds.sel(video_id="v02")["error"].values) == "boom"
     assert list(ds["status"].values) == ["pending", "done", "failed", "pending"]
     assert ds.attrs["param_hash"] == PARAMS.param_hash()
     t = int(ds["n_frames"][1])
     np.testing.assert_allclose(ds["motion"][1, :t].values, res.motion.astype(np.float32))
+    assert ds["motion"].data.npartitions == 1        # (G, 4096) frames per dask chunk
+    assert float(ds["motion"].max().compute()) == pytest.approx(res.motion.max(), rel=1e-6)
 
     da = pytest.importorskip("dask.array")
     arr = da.from_zarr(st.path, component="sdi")
-    assert arr.chunks[0] == (1, 1, 1, 1)
+    assert arr.chunks[0] == (1, 1, 1, 1)           # the inner chunk: one item
     np.testing.assert_array_equal(arr[1].compute(), res.sdi)
 
 
@@ -515,12 +567,18 @@ def test_array_specs_match_the_layout(tmp_path):
     for spec in specs:
         arr = g[spec.name]
         assert arr.shape == spec.shape and arr.chunks == spec.chunks, spec.name
+        assert arr.shards == spec.shards, spec.name
         assert tuple(arr.metadata.dimension_names) == spec.dims, spec.name
         assert arr.attrs["description"] == spec.description, spec.name
-    # the listing columns are whole-column chunks; every other array is chunked by item
+    # the listing columns are whole-column chunks; every other array holds G items
+    # per stored object (one item per inner chunk of a shard, or G rows per chunk)
     written = {s.name for s in specs if s.values is not None}
     assert written == {"video_id", "subject", "source", "label_pain", "label_sex"}
-    assert all(s.chunks[0] == 1 for s in specs if s.name not in written)
+    assert all((s.shards or s.chunks)[0] == 64 for s in specs if s.name not in written)
+    assert {s.name for s in specs if s.per_frame} == {"motion"}
+    assert {s.name for s in specs if s.shards} == {"ahdi", "mdv", "sdi", "mean", "flow",
+                                                   "motion"}
+    assert array_specs(make_items(4), PARAMS, list(REPS), items_per_shard=8)[0].shards[0] == 8
 
 
 def test_representations_validated_by_kernels_vocabulary(tmp_path):
@@ -590,16 +648,25 @@ def test_array_names_match_the_schema():
 
 
 def test_every_chunk_of_a_done_item_is_written(tmp_path):
+    from ahdi.pipeline.chunks import Presence
+
     st = new_store(tmp_path)
     res = make_result(0, m=2)
     res.ahdi = np.zeros((S, S, 3), np.uint8)          # a flat video: legitimately black
     st.write_item(0, res, fps=None)
+    present = Presence(zarr.open_group(st.path, mode="r"))
+    for name, position in (("ahdi", (0, 0, 0, 0)), ("mdv", (0, 0, 0, 0, 0)),
+                           ("mdv", (0, 1, 0, 0, 0)), ("error", (0,)), ("warning", (0,)),
+                           ("fps", (0,)), ("mdv_count", (0,)), ("status", (0,)),
+                           ("motion", (0, 0))):
+        assert present.missing(name, position) is None, (name, position)
     root = Path(st.path)
-    for chunk in ("ahdi/c/0/0/0/0", "mdv/c/0/0/0/0/0", "mdv/c/0/1/0/0/0", "error/c/0",
-                  "warning/c/0", "fps/c/0", "mdv_count/c/0", "status/c/0", "motion/c/0/0"):
-        assert (root / chunk).is_file(), chunk
-    assert not (root / "mdv" / "c" / "0" / "2").exists()   # the empty slot has no chunk
-    assert not (root / "motion" / "c" / "0" / "1").exists()
+    assert (root / "ahdi" / "c" / "0" / "0" / "0" / "0").is_file()   # the shard of items 0-63
+    assert sorted(p.name for p in (root / "ahdi" / "c").rglob("*") if p.is_file()) == ["0"]
+    # the shard is written whole: empty mdv slots and the shard's pending items hold
+    # zeros (a few bytes each); frames beyond the longest curve are not stored
+    assert present.missing("mdv", (0, 2, 0, 0, 0)) is None
+    assert present.missing("motion", (0, 4096)) == "shard motion/c/0/0 holds no chunk 0/1"
     np.testing.assert_array_equal(st.image("ahdi", 0), 0)
 
 
@@ -608,7 +675,7 @@ def test_readers_name_a_damaged_chunk_and_how_to_repair_it(tmp_path):
     for i in range(3):
         st.write_item(i, make_result(i), fps=25)
     root = Path(st.path)
-    _flip(root / "sdi" / "c" / "1" / "0" / "0" / "0")
+    flip_chunk(st.path, "sdi", (1, 0, 0, 0))       # item 1's chunk inside the shard
     hint = f"run ahdi verify {st.path} --repair, then the same ahdi convert command to redo the item"
     with pytest.raises(DamagedChunkError) as info:
         st.image("sdi", 1)
@@ -620,22 +687,32 @@ def test_readers_name_a_damaged_chunk_and_how_to_repair_it(tmp_path):
     with pytest.raises(DamagedChunkError, match="item v01: array sdi: damaged chunk"):
         st.images("sdi", [0, 1, 2])
     np.testing.assert_array_equal(st.images("sdi", [0, 2])[1], make_result(2).sdi)
-    (root / "status" / "c" / "2").write_bytes(b"")
-    with pytest.raises(DamagedChunkError, match="item v02: array status: damaged chunk"):
-        st.statuses()
-    assert list(st.statuses(unreadable="?")) == ["done", "done", "?", "pending"]
-    assert st.pending_indices() == [2, 3]                  # a resume redoes it
-    assert st.counts() == {"done": 2, "failed": 0, "pending": 2}
-    _flip(root / "motion" / "c" / "0" / "0")
+    # a shard's index carries a CRC32C: damage there is every item of the shard's
+    data = bytearray((root / "flow" / "c" / "0" / "0" / "0" / "0").read_bytes())
+    data[-8] ^= 0x01
+    (root / "flow" / "c" / "0" / "0" / "0" / "0").write_bytes(bytes(data))
+    for i, vid in enumerate(["v00", "v01", "v02", "v03"]):   # v03 is pending: unreadable too
+        with pytest.raises(DamagedChunkError) as info:
+            st.image("flow", i)
+        assert str(info.value).startswith(
+            f"store {st.path}: item {vid}: array flow: damaged chunk (the index of shard "
+            f"flow/c/0/0/0/0 fails its checksum); run ahdi verify")
+    flip_chunk(st.path, "motion", (0, 0))       # one chunk holds 4096 frames of G items
     with pytest.raises(DamagedChunkError, match="item v00: array motion: damaged chunk"):
         st.motion(0)
-    (root / "mdv" / "c" / "1" / "1" / "0" / "0" / "0").unlink()
+    (root / "mdv" / "c" / "0" / "0" / "0" / "0" / "0").unlink()
     with pytest.raises(DamagedChunkError) as info:
         st.mdv(1)
-    assert "item v01: array mdv: missing chunk (no file mdv/c/1/1/0/0/0); run ahdi verify" \
+    assert "item v01: array mdv: missing chunk (no object mdv/c/0/0/0/0/0); run ahdi verify" \
         in str(info.value)
-    assert st.image("ahdi", 3).sum() == 0                  # pending: nothing to miss
+    assert st.mdv(3).shape == (0, S, S, 3)
     assert pickle.loads(pickle.dumps(info.value)).args == info.value.args
+    (root / "status" / "c" / "0").write_bytes(b"")     # the statuses of items 0-63
+    with pytest.raises(DamagedChunkError, match="item v00: array status: damaged chunk"):
+        st.statuses()
+    assert list(st.statuses(unreadable="?")) == ["?"] * 4
+    assert st.pending_indices() == [0, 1, 2, 3]            # a resume redoes them
+    assert st.counts() == {"done": 0, "failed": 0, "pending": 4}
 
 
 def test_a_damaged_listing_column_is_rewritten_by_a_resume(tmp_path):
@@ -659,23 +736,71 @@ def test_a_damaged_listing_column_is_rewritten_by_a_resume(tmp_path):
     assert list(replaced.statuses()) == ["pending"] * 4
 
 
-def test_a_version_1_store_is_read_verified_and_resumed(tmp_path):
+def _old_store(tmp_path: Path, version: int = 2) -> Path:
+    """A store of layout version ``version`` (1 or 2): items 0, 1 done, 2 failed."""
+    from tests.v2store import make_v2_store, write_v2_failure, write_v2_item
+
+    path = tmp_path / f"v{version}.zarr"
+    group = make_v2_store(path, make_items(4), PARAMS, REPS)
+    for i in (0, 1):
+        write_v2_item(group, i, make_result(i), fps=25.0, warnings=["w"] if i else ())
+    write_v2_failure(group, 2, "boom")
+    if version == 1:
+        group.attrs["ahdi_store_version"] = 1
+        (path / "error" / "c" / "0").unlink()    # version 1 never wrote fill-only chunks
+    return path
+
+
+def test_a_version_1_store_is_read_verified_and_refused_for_writing(tmp_path):
     from ahdi.pipeline.verify import format_report, verify_store
 
-    st = new_store(tmp_path)
-    st.write_item(0, make_result(0), fps=25)
-    g = zarr.open_group(st.path, mode="r+")
-    g.attrs["ahdi_store_version"] = 1
-    (Path(st.path) / "error" / "c" / "0").unlink()    # version 1 never wrote fill-only chunks
-    old = open_store(st.path)
+    path = _old_store(tmp_path, version=1)
+    old = open_store(path)
     assert old.version == 1 and old.item_table()[0]["error"] == ""
-    report = verify_store(st.path)
+    np.testing.assert_array_equal(old.image("ahdi", 1), make_result(1).ahdi)
+    np.testing.assert_allclose(old.motion(0), make_result(0).motion.astype(np.float32))
+    report = verify_store(path)
     assert report.ok and "store version 1: its chunks carry no checksum" in format_report(report)
-    resumed = new_store(tmp_path)
-    assert resumed.version == 1 and resumed.pending_indices() == [1, 2, 3]
-    g.attrs["ahdi_store_version"] = 7
+    with pytest.raises(StoreError) as caught:
+        create_store(path, make_items(4), PARAMS, REPS, dataset="fake", source="unit test")
+    assert str(caught.value) == (
+        f"store {path} has layout version 1, which this ahdi reads but does not write: "
+        f"run ahdi upgrade {path} NEW.zarr to copy it into version 3 (nothing is "
+        f"recomputed) and convert into that, or use --overwrite to replace it, or another "
+        f"output path")
+    with pytest.raises(StoreError, match="has layout version 1, which this ahdi reads but "
+                                         "does not write; run ahdi upgrade"):
+        open_store(path, mode="r+").write_failure(3, "x")
+    zarr.open_group(str(path), mode="r+").attrs["ahdi_store_version"] = 7
     with pytest.raises(StoreError, match="has layout version 7; this ahdi reads versions 1, 2"):
-        open_store(st.path)
+        open_store(path)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_upgrade_copies_an_old_store_byte_for_byte_as_a_conversion_writes_it(tmp_path,
+                                                                              version):
+    from ahdi.pipeline.resume import fit_frame_width
+    from ahdi.pipeline.upgrade import upgrade_store
+
+    old = _old_store(tmp_path, version)
+    new = tmp_path / "new.zarr"
+    report = upgrade_store(old, new)
+    assert report.old_version == version and report.damaged == []
+    assert report.counts == {"done": 2, "failed": 1, "pending": 1}
+    want = new_store(tmp_path, name="want.zarr")
+    want.write_item(0, make_result(0), fps=25.0)
+    want.write_item(1, make_result(1), fps=25.0, warnings=["w"])
+    want.write_failure(2, "boom")
+    fit_frame_width(want.path)
+    assert _chunk_bytes(new) == _chunk_bytes(Path(want.path))
+    up = open_store(new)
+    assert up.version == 3 and up.attrs["dataset"] == "d"
+    assert list(up.video_ids()) == ["v00", "v01", "v02", "v03"]
+    assert list(open_store(old).statuses()) == ["done", "done", "failed", "pending"]  # kept
+    again = upgrade_store(old, new)             # resumed: done items are not copied again
+    assert again.skipped == 2 and _chunk_bytes(new) == _chunk_bytes(Path(want.path))
+    with pytest.raises(StoreError, match="already has layout version 3; there is nothing"):
+        upgrade_store(new, tmp_path / "x.zarr")
 
 
 def test_verify_reports_each_bad_chunk_and_repair_marks_its_item_pending(tmp_path):
@@ -690,30 +815,48 @@ def test_verify_reports_each_bad_chunk_and_repair_marks_its_item_pending(tmp_pat
     assert clean.ok and clean.chunks > 4 * 10
     assert format_report(clean) == (f"store {st.path}: 4 items (3 done, 1 failed, 0 pending); "
                                     f"{clean.chunks} chunks checked; all readable")
-    _flip(root / "flow" / "c" / "0" / "0" / "0" / "0")
-    (root / "windows" / "c" / "2" / "0" / "0").unlink()
-    (root / "error" / "c" / "3").write_bytes(b"junk")
-    (root / "ahdi" / "c" / "1" / "0" / "0" / "0.5f2a.partial").write_bytes(b"")
+    flip_chunk(st.path, "flow", (0, 0, 0, 0))          # item 0's chunk inside the shard
+    flip_chunk(st.path, "mdv", (2, 1, 0, 0, 0), how="random")   # item 2's second window
+    (root / "error" / "c" / "0").write_bytes(b"junk")  # the errors of items 0-63: all four
+    (root / "ahdi" / "c" / "0" / "0" / "0" / "0.5f2a.partial").write_bytes(b"")
     report = verify_store(st.path)
-    assert not report.ok and report.bad_items == [0, 2, 3]
+    assert not report.ok and report.bad_items == [0, 1, 2, 3]
     lines = format_report(report).splitlines()
-    assert lines[:3] == [
+    junk = "damaged chunk (Zstd decompression error: invalid input data)"
+    assert lines[:6] == [
+        f"item v00: array error: {junk}",
         "item v00: array flow: damaged chunk (Zstd decompression error: Restored data "
         "doesn't match checksum)",
-        "item v02: array windows: missing chunk (no file windows/c/2/0/0)",
-        "item v03: array error: damaged chunk (Zstd decompression error: invalid input data)"]
-    assert lines[3] == (f"store {st.path}: 4 items (3 done, 1 failed, 0 pending); "
-                        f"{report.chunks} chunks checked; 3 bad chunks in 3 items")
-    assert lines[4:] == ["1 temporary files of writes cut short (harmless; --repair removes "
+        f"item v01: array error: {junk}", f"item v02: array error: {junk}",
+        f"item v02: array mdv: {junk}", f"item v03: array error: {junk}"]
+    assert lines[6] == (f"store {st.path}: 4 items (3 done, 1 failed, 0 pending); "
+                        f"{report.chunks} chunks checked; 6 bad chunks in 4 items")
+    assert lines[7:] == ["1 temporary files of writes cut short (harmless; --repair removes "
                          "them)", f"run ahdi verify {st.path} --repair, then the same ahdi "
-                         f"convert command, to redo 3 items"]
+                         f"convert command, to redo 4 items"]
     repaired = verify_store(st.path, repair=True)
-    assert repaired.repaired == [0, 2, 3]
-    assert "marked 3 items pending: run the same ahdi convert command to redo them" in \
+    assert repaired.repaired == [0, 1, 2, 3]
+    assert "marked 4 items pending: run the same ahdi convert command to redo them" in \
         format_report(repaired)
-    assert list(open_store(st.path).statuses()) == ["pending", "done", "pending", "pending"]
+    assert list(open_store(st.path).statuses()) == ["pending"] * 4
     assert not list(root.rglob("*.partial"))
     assert verify_store(st.path).ok
     with st.lock():
         with pytest.raises(StoreError, match="is locked by pid"):
             verify_store(st.path, repair=True)
+
+
+def test_the_upgrade_command_says_what_it_copied(tmp_path):
+    from click.testing import CliRunner
+
+    from ahdi.pipeline.cli import main
+
+    old, new = _old_store(tmp_path), tmp_path / "new.zarr"
+    result = CliRunner().invoke(main, ["upgrade", str(old), str(new)])
+    assert result.exit_code == 0, result.output
+    assert result.output == (f"{new}: version 2 store copied (2 done, 1 failed, 1 pending); "
+                             f"{old} is unchanged\n")
+    result = CliRunner().invoke(main, ["upgrade", str(new), str(tmp_path / "x.zarr")])
+    assert result.exit_code == 1
+    assert result.output == (f"Error: store {new} already has layout version 3; there is "
+                             f"nothing to upgrade\n")

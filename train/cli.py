@@ -93,7 +93,7 @@ def _settings(ctx: click.Context, values: dict) -> dict:
 
 
 @click.command("train")
-@click.argument("store", type=click.Path(exists=True, file_okay=False), required=False)
+@click.argument("store", required=False)   # a path or URL; open_store checks it
 @click.option("--config", type=click.Path(dir_okay=False),
               help="YAML file of training settings; options typed here override it.")
 @click.option("--task", type=click.Choice(TASKS), default=_DEFAULT["task"],
@@ -185,7 +185,7 @@ def train_command(ctx, **values):
 
 @click.command("evaluate")
 @click.argument("checkpoint", type=click.Path(exists=True))
-@click.argument("store", type=click.Path(exists=True, file_okay=False))
+@click.argument("store")   # a path or URL; open_store checks it
 @click.option("--out", "out", type=click.Path(file_okay=False), required=True,
               help="Folder for metrics.json, predictions.csv and plots (not the run folder).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)

@@ -5,7 +5,9 @@ label into a float target (regression) or 0/1 (binary). ``ImageSource``
 delivers uint8 batches of the chosen representation: when the selected
 arrays fit in memory (with a margin) they are loaded once as one uint8
 tensor, on the GPU when there is one, and batches are slices of it;
-otherwise DataLoader worker processes stream chunks from the store.
+otherwise DataLoader worker processes stream chunks from the store (from a
+store on object storage, a local copy of the selection made once: every
+epoch would otherwise fetch it again).
 ``BatchTransform`` then does the float conversion, the augmentation
 (random resized crop, horizontal flip, small colour jitter, one draw per
 sample, in batch, on the model's device) and ImageNet normalisation. The
@@ -21,12 +23,17 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
+import shutil
+import tempfile
+import weakref
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ahdi.pipeline.errors import AhdiError
+from ahdi.pipeline.store import is_remote
 
 from .vocab import IN_MEMORY, REPRESENTATIONS, TASKS, check_choice
 
@@ -234,6 +241,63 @@ class _ChunkDataset(torch.utils.data.Dataset):
         return x, c, torch.from_numpy(positions)
 
 
+class _LocalCopy(torch.utils.data.Dataset):
+    """The selection of a store on object storage, read once into a local file.
+
+    Streaming from object storage would fetch every image again each epoch;
+    this reads them once (in store order, ``chunk`` items at a time) into a
+    ``.npy`` file in the system temp folder, which DataLoader workers map
+    read-only. The folder is removed with this object. ``__getitem__`` takes
+    positions into the selection, as :class:`_ChunkDataset` does.
+    """
+
+    def __init__(self, store, representation, store_indices, m_max, chunk: int = 256):
+        mdv = representation == "mdv"
+        s = int(store.size)
+        shape = (len(store_indices),) + ((m_max,) if mdv else ()) + (s, s, 3)
+        need = int(np.prod(shape))
+        folder = tempfile.mkdtemp(prefix="ahdi-train-cache-")
+        self._cleanup = weakref.finalize(self, shutil.rmtree, folder, True)
+        free = shutil.disk_usage(folder).free
+        if need > 0.95 * free:
+            self._cleanup()
+            raise DataError(f"store {store.path}: the {need} bytes of {representation} images "
+                            f"to train on fit neither in memory nor in the {free} bytes free in "
+                            f"{os.path.dirname(folder)}; free space there or set TMPDIR")
+        self.file = os.path.join(folder, f"{representation}.npy")
+        self.representation = representation
+        self.counts = np.zeros(len(store_indices), np.int64)
+        arr = np.lib.format.open_memmap(self.file, mode="w+", dtype=np.uint8, shape=shape)
+        for start in range(0, len(store_indices), chunk):
+            idx = store_indices[start:start + chunk]
+            if mdv:
+                arr[start:start + len(idx)], self.counts[start:start + len(idx)] = \
+                    read_mdv(store, idx, m_max)
+            else:
+                arr[start:start + len(idx)] = read_images(store, representation, idx)
+        arr.flush()
+        del arr
+        self._arr = None
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_arr"] = None           # each worker maps the file itself
+        state.pop("_cleanup", None)    # only the main process removes it
+        return state
+
+    def __len__(self):
+        return self.counts.size
+
+    def __getitem__(self, positions):
+        if self._arr is None:
+            self._arr = np.load(self.file, mmap_mode="r")
+        positions = np.asarray(positions, np.int64)
+        x = torch.from_numpy(np.ascontiguousarray(self._arr[positions]))
+        c = (torch.from_numpy(self.counts[positions]) if self.representation == "mdv"
+             else torch.zeros(0))
+        return x, c, torch.from_numpy(positions)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ReadFailure:
     """A user-facing error met by a DataLoader worker, raised again in the main process."""
@@ -293,7 +357,8 @@ class ImageSource:
                 num_workers = min(8, max(1, (os.cpu_count() or 2) - 1))
             self.num_workers = num_workers
             self._sampler = _Chunks()
-            self._dataset = _ChunkDataset(store, representation, selection.indices, self.m_max)
+            self._dataset = (_LocalCopy if is_remote(store.path) else _ChunkDataset)(
+                store, representation, selection.indices, self.m_max)
             self._loader = None
 
     def _mask(self, counts: torch.Tensor) -> torch.Tensor:
