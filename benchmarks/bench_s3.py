@@ -15,7 +15,8 @@ same ``convert`` (threads, every core):
 
 and prints the median wall-clock seconds of each with its ratio to
 ``local -> folder``, and the number of HTTP requests of one ``local -> s3``
-conversion (counted by the server of a second, in-process run) per item.
+conversion (counted by the server of a second, in-process run) per item,
+and how many of them were for the store's root ``zarr.json``.
 The store on S3 holds the same chunk bytes as the local one (checked).
 
 A local server answers in well under a millisecond, so the ratios are the
@@ -72,21 +73,26 @@ def local_chunk_bytes(root: str) -> dict[str, bytes]:
 
 
 class RequestCounter(logging.Handler):
-    """Counts the requests moto's in-process server logs, by HTTP method."""
+    """Counts the requests moto's in-process server logs, by HTTP method, and those
+    of the store's root document (``s.zarr/zarr.json``: a fixed cost per run)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.by_method: collections.Counter = collections.Counter()
+        self.root: collections.Counter = collections.Counter()
 
     def emit(self, record: logging.LogRecord) -> None:
         text = record.getMessage()
         for method in ("GET", "PUT", "HEAD", "DELETE", "POST"):
             if f'"{method} ' in text:
                 self.by_method[method] += 1
+                if "/s.zarr/zarr.json " in text:
+                    self.root[method] += 1
 
 
-def count_requests(videos: str, params: AhdiParams, workdir: str) -> tuple[dict, int]:
-    """Requests of one local -> s3 conversion, counted by an in-process server."""
+def count_requests(videos: str, params: AhdiParams, workdir: str) -> tuple[dict, dict, int]:
+    """Requests of one local -> s3 conversion, counted by an in-process server: by
+    method, those of the root document, and the number of items."""
     counter = RequestCounter()
     werkzeug = logging.getLogger("werkzeug")
     with moto_s3(own_process=False):
@@ -97,10 +103,11 @@ def count_requests(videos: str, params: AhdiParams, workdir: str) -> tuple[dict,
         s3fs.S3FileSystem().mkdir("count")
         name, items = resolve_source(videos)
         counter.by_method.clear()
+        counter.root.clear()
         convert(items, "s3://count/s.zarr", params, REPS, dataset=name, source=videos,
                 tmp_dir=workdir)
     werkzeug.handlers[:] = []
-    return dict(counter.by_method), len(items)
+    return dict(counter.by_method), dict(counter.root), len(items)
 
 
 def main() -> None:
@@ -139,7 +146,7 @@ def main() -> None:
                     assert report.done == args.videos, report.failed[:1]
             same = (chunk_bytes(fs, "bench/local0.zarr") == local_chunk_bytes(
                 os.path.join(work, "s0.zarr")) == chunk_bytes(fs, "bench/remote0.zarr"))
-        requests, n = count_requests(videos, params, work)
+        requests, root, n = count_requests(videos, params, work)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     base = statistics.median(times["local -> folder"])
@@ -150,7 +157,7 @@ def main() -> None:
         print(f"  {name:16s} {median:7.2f} s   {median / base:5.2f}x")
     print(f"  the S3 stores hold the same chunk bytes as the local one: {same}")
     print(f"  requests of one local -> s3 conversion: {requests} "
-          f"({sum(requests.values()) / n:.1f} per item)")
+          f"({sum(requests.values()) / n:.1f} per item), of the root zarr.json: {root}")
 
 
 if __name__ == "__main__":

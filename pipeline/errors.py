@@ -9,8 +9,8 @@ kinds apart catch the subclass, never match a class name or message text.
 from __future__ import annotations
 
 __all__ = [
-    "AhdiError", "VideoError", "DatasetError", "StoreError", "DamagedChunkError", "ClusterError",
-    "ClusterPathError", "GridError", "SettingError",
+    "AhdiError", "VideoError", "DatasetError", "StoreError", "DamagedChunkError", "LockLostError",
+    "ClusterError", "ClusterPathError", "GridError", "SettingError",
 ]
 
 
@@ -46,6 +46,15 @@ class DamagedChunkError(StoreError):
         super().__init__(message)
         self.store, self.array, self.index = store, array, index
         self.video_id, self.kind, self.reason = video_id, kind, reason
+
+
+class LockLostError(StoreError):
+    """This process lost the writer lock of a store while it held it (another process
+    took it over, or it was removed) and stopped writing; the message names the
+    store and the new holder. Commands exit with ``exit_code``, not 1.
+    """
+
+    exit_code = 4
 
 
 class ClusterError(AhdiError, RuntimeError):

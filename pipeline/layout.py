@@ -18,13 +18,17 @@ when a column appears, vanishes or changes from numbers to text.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime as _dt
 import os
+import warnings
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
 
 from ahdi.kernels.compute import REPRESENTATIONS, check_representations
 from ahdi.kernels.params import AhdiParams
@@ -100,8 +104,33 @@ def _create_array(group: zarr.Group, spec: ArraySpec) -> None:
         arr[:] = spec.values
 
 
-def _consolidate(path: str) -> None:
-    consolidate(path)
+def _consolidate(path: str, draft: zarr.Group | None = None) -> None:
+    """Consolidate the store's metadata; from ``draft`` (the layout in memory, whose
+    root document is copied) rather than by reading every array's document back."""
+    if draft is None:
+        consolidate(path)
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Consolidated metadata")
+        zarr.consolidate_metadata(draft.store)
+    _copy_objects(draft.store, zarr_store(path), "zarr.json")
+
+
+def _copy_objects(source: zarr.abc.store.Store, target: zarr.abc.store.Store,
+                  prefix: str) -> None:
+    """Copy the objects below ``prefix`` of ``source`` into ``target``: metadata
+    documents first (as Zarr writes an array), then chunks, together."""
+    prototype = default_buffer_prototype()
+
+    async def put(key: str) -> None:
+        await target.set(key, await source.get(key, prototype))
+
+    async def copy() -> None:
+        keys = [k async for k in source.list_prefix(prefix)]
+        documents = [k for k in keys if k.endswith("zarr.json")]
+        await asyncio.gather(*(put(k) for k in documents))
+        await asyncio.gather(*(put(k) for k in keys if k not in documents))
+    sync(copy())
 
 
 def _layout(path: str, items: Sequence[Any], params: AhdiParams,
@@ -111,15 +140,21 @@ def _layout(path: str, items: Sequence[Any], params: AhdiParams,
 
     The root document comes first, so an interrupted layout is an ahdi store
     that :func:`~ahdi.pipeline.store_files.layout_problem` calls incomplete.
+    Each array is made in a draft in memory and copied at once: Zarr's own
+    ``create_array`` reads and probes the root document (is it a group?) and
+    the array's path for every array, 3 requests each on object storage.
     """
     attrs = _root_attributes(items, params, representations, dataset, source,
                              items_per_shard)
     try:
-        group = zarr.open_group(store=zarr_store(path), mode="w-", zarr_format=3,
+        target = zarr_store(path)
+        zarr.open_group(store=target, mode="w-", zarr_format=3, attributes=attrs)
+        draft = zarr.open_group(store=zarr.storage.MemoryStore(), mode="w-", zarr_format=3,
                                 attributes=attrs)
         for spec in array_specs(items, params, representations, items_per_shard):
-            _create_array(group, spec)
-        _consolidate(path)
+            _create_array(draft, spec)
+            _copy_objects(draft.store, target, f"{spec.name}/")
+        _consolidate(path, draft)
     except OSError as exc:
         raise StoreError(f"cannot lay out store {path}: {exc.strerror or exc}; free the "
                          f"space or fix the folder, then run the same command again "

@@ -19,8 +19,21 @@ server cannot do this (it ignores the conditions, as a probe finds, or the
 protocol offers none ahdi knows), the lock is refused rather than risk two
 writers.
 
+A holder that finds its lock no longer its own (another host took it over
+because this process stalled past ``stale_after``, or the lock was removed
+or replaced) stops writing at once: each refresh checks that the lock still
+holds this process's content (on S3, the If-Match of the refresh), and
+while the lock is held a write fence (:mod:`ahdi.pipeline.fence`) runs
+before every write into the store, raising :class:`LockLost` once the loss
+is seen, and confirming the lock first when its last refresh is older than
+half of ``stale_after`` (a process stalled that long may have been judged
+stale). The run is stopped as by SIGTERM
+(:func:`ahdi.pipeline.stopping.stop_from_thread`) and ``hold_lock`` ends
+with a :class:`~ahdi.pipeline.errors.LockLostError` naming the store and
+the new holder.
+
 Nothing here knows about Zarr: it works on the path or URL of a lock, and
-``what`` (the store it guards) only words the messages.
+``what`` (the store it guards) names the store in messages and the fence.
 """
 
 from __future__ import annotations
@@ -36,10 +49,10 @@ import threading
 import time
 from collections.abc import Iterator
 
-from . import remote
-from .errors import StoreError
+from . import fence, remote, stopping
+from .errors import LockLostError, StoreError
 
-__all__ = ["StoreLock", "hold_lock"]
+__all__ = ["StoreLock", "LockLost", "hold_lock"]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +61,18 @@ log = logging.getLogger(__name__)
 # crash; only the second is worth taking over, and age tells them apart.
 _UNREADABLE_GRACE_S = 10.0
 _TAKE_ATTEMPTS = 5
+#: Longest time between two refreshes of a held lock (shorter when stale_after is short).
+HEARTBEAT_MAX_S = 60.0
+_clock = time.monotonic   # the lease's clock (a test stalls it)
+
+
+class LockLost(stopping.ConversionCancelled):
+    """Raised by the write fence once this process's lock of the store is lost.
+
+    A BaseException (as a cancelled task's), so the tasks' ``except
+    Exception`` does not record it as a failed item; :func:`hold_lock`
+    turns it into a :class:`~ahdi.pipeline.errors.LockLostError`.
+    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,6 +166,16 @@ def _held_message(what: str, lock_path: str, holder: dict | None, stale_after: f
             f"process is writing it. Wait for it to finish; {gone}")
 
 
+def _taken_by(raw: str) -> str:
+    """Who holds a lock that is no longer ours, from its content."""
+    try:
+        holder = json.loads(raw)
+        return (f"pid {int(holder['pid'])} on host {holder['host']} (since "
+                f"{holder['started']}) took it over")
+    except (ValueError, KeyError, TypeError):
+        return "it was replaced by something that is not an ahdi lock"
+
+
 def _what(lock_path: str, what: str | None) -> str:
     return what if what is not None else remote.parent(lock_path)
 
@@ -192,12 +227,17 @@ class _FileLock:
     def take(self) -> list[str]:
         return _take(self.path, self.mine, self.what, self.stale_after)
 
-    def refresh(self) -> bool:
+    def refresh(self) -> str | None:
+        """Refresh the lock if it is still ours; else say who has it (OSError: try again)."""
         try:
-            os.utime(self.path)
-        except OSError:
-            return False
-        return True
+            with open(self.path, encoding="utf-8") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return f"{self.path} was removed"
+        if raw != self.mine:
+            return _taken_by(raw)
+        os.utime(self.path)
+        return None
 
     def release(self) -> None:
         _remove_if_unchanged(self.path, self.mine)
@@ -266,20 +306,24 @@ class _ObjectLock:
         raise StoreError(f"could not take the lock {self.path}: other processes keep "
                          f"taking it; try again")
 
-    def refresh(self) -> bool:
+    def refresh(self) -> str | None:
+        """Refresh the lock if it is still ours; else say who has it (StoreError: the
+        network, try again)."""
         self.beat += 1
-        try:
-            etag = self.obj.replace(self._content(), self.etag or "")
-        except StoreError as exc:   # the network: try again at the next beat
-            log.debug("could not refresh %s: %s", self.path, exc)
-            return True
-        if etag is None:
-            log.warning(f"lost the lock of store {self.what}: another process took "
-                        f"{self.path} over (it judged this one stale)")
-            self.etag = None
-            return False
-        self.etag = etag
-        return True
+        etag = self.obj.replace(self._content(), self.etag or "")
+        if etag is not None:
+            self.etag = etag
+            return None
+        self.etag = None
+        held = self.obj.read()
+        if held is None:
+            return f"{self.path} was deleted"
+        raw = held[0].decode("utf-8", "replace")
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            if {k: json.loads(raw).get(k) for k in self.info} == self.info:
+                self.etag = held[1]   # our own last refresh, whose answer was lost
+                return None
+        return _taken_by(raw)
 
     def release(self) -> None:
         if self.etag is not None:
@@ -289,20 +333,76 @@ class _ObjectLock:
 # ----------------------------------------------------------------------------
 # holding a lock
 # ----------------------------------------------------------------------------
-def _start_heartbeat(refresh, stale_after: float) -> tuple[threading.Event, threading.Thread]:
-    """Call ``refresh`` every ``stale_after / 4`` s until the event is set (or it
-    returns False), so a writer on another host never judges a live lock stale."""
-    stop = threading.Event()
+class _Lease:
+    """A held lock kept ours: refreshed every ``stale_after / 4`` s (at most
+    HEARTBEAT_MAX_S) by a thread, so that no other host judges it stale, and
+    checked before each write (:meth:`check`, the store's write fence)."""
 
-    def heartbeat() -> None:
-        interval = max(0.05, min(60.0, stale_after / 4))
-        while not stop.wait(interval):
-            if not refresh():
-                return
+    def __init__(self, lock, what: str, stale_after: float) -> None:
+        self.lock, self.what, self.stale_after = lock, what, stale_after
+        self.interval = max(0.05, min(HEARTBEAT_MAX_S, stale_after / 4))
+        self.confirmed = _clock()
+        self.lost: str | None = None
+        self.signalled = False
+        self._closed = False
+        self._guard = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="ahdi-lock-heartbeat",
+                                        daemon=True)
 
-    beat = threading.Thread(target=heartbeat, name="ahdi-lock-heartbeat", daemon=True)
-    beat.start()
-    return stop, beat
+    def start(self) -> None:
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval) and self.confirm():
+            pass
+
+    def confirm(self) -> bool:
+        """Refresh the lock; False (and the run stopped) once it is not ours."""
+        with self._guard:
+            if self._closed:
+                return False
+            if self.lost is None:
+                try:
+                    reason = self.lock.refresh()
+                except (OSError, StoreError) as exc:   # the network: try again
+                    log.debug("could not refresh %s: %s", self.lock.path, exc)
+                    silent = _clock() - self.confirmed
+                    if silent < self.stale_after / 2:
+                        return True
+                    reason = (f"it could not be refreshed for {silent:.0f} s ({exc}), so "
+                              f"another process may take it over")
+                if reason is None:
+                    self.confirmed = _clock()
+                    return True
+                self.lost = reason
+                log.debug(self.message())   # hold_lock raises it, once
+                self.signalled = stopping.stop_from_thread()
+            return False
+
+    def check(self) -> None:
+        """The write fence: raise :class:`LockLost` unless the lock is still ours
+        (confirmed now when its last refresh is older than ``stale_after / 2``)."""
+        if self.lost is None and _clock() - self.confirmed > self.stale_after / 2:
+            self.confirm()
+        if self.lost is not None:
+            raise LockLost(self.message())
+
+    def message(self) -> str:
+        return (f"store {self.what}: this run lost its lock {self.lock.path}: {self.lost}; "
+                f"it stopped writing (finished items are kept). Two writers must not share "
+                f"a store: let the other one finish, then run the same command again to "
+                f"resume")
+
+    def stop(self) -> None:
+        """Stop refreshing (the block is over); absorb our own stop signal."""
+        self._stop.set()
+        self._thread.join()
+        # A check in flight in another thread ends first; none after it asks again.
+        with self._guard:
+            self._closed = True
+        if self.signalled:
+            stopping.await_own_signal()
 
 
 @contextlib.contextmanager
@@ -334,16 +434,29 @@ def hold_lock(lock_path: str, *, stale_after: float = 600.0,
     StoreError
         A live process holds the lock (the message names it), other
         processes keep taking it, or the storage cannot keep writers apart.
+    LockLostError
+        The lock stopped being this process's while the block ran (taken
+        over, removed or replaced); the block was stopped and nothing was
+        written into the store ``what`` after the loss was seen.
     """
     what = _what(lock_path, what)
     info = {"host": socket.gethostname(), "pid": os.getpid(), "started": _now_iso()}
     lock = (_ObjectLock if remote.is_remote(lock_path) else _FileLock)(
         lock_path, info, what, stale_after)
     notes = lock.take()
-    stop, beat = _start_heartbeat(lock.refresh, stale_after)
+    lease = _Lease(lock, what, stale_after)
+    lease.start()
+    fence.set_write_fence(what, lease.check)
     try:
-        yield StoreLock(path=lock_path, note="; ".join(notes) or None, **info)
-    finally:
-        stop.set()
-        beat.join()
-        lock.release()
+        try:
+            yield StoreLock(path=lock_path, note="; ".join(notes) or None, **info)
+        finally:
+            fence.set_write_fence(what, None)
+            lease.stop()
+            lock.release()   # removes only what is still ours
+    except BaseException:
+        if lease.lost is None:
+            raise
+        raise LockLostError(lease.message()) from None
+    if lease.lost is not None:
+        raise LockLostError(lease.message())

@@ -15,7 +15,10 @@ them:
   one for ranged reads (:func:`open_binary`, what archives use);
 * copying one object to bounded local temporary space (:func:`fetch`): a
   video is decoded from a local file, removed when the reader closes;
-* the Zarr store object of a store's location (:func:`zarr_store`);
+* the Zarr store object of a store's location (:func:`zarr_store`), whose
+  writes pass a write fence while one is set for the store
+  (:mod:`ahdi.pipeline.fence`: the writer lock's holder checks it still
+  holds the lock before every write);
 * objects written only on a condition (:class:`ConditionalObject`), what the
   writer lock of a store on object storage is made of.
 
@@ -38,6 +41,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
+from . import fence
 from .errors import AhdiError, VideoError
 
 __all__ = ["is_url", "is_remote", "protocol", "as_local", "absolute", "join", "basename",
@@ -350,17 +354,20 @@ def zarr_store(location: str, read_only: bool, error: type[AhdiError]):
 
     A path (or ``file://`` URL) is a ``LocalStore``; a remote URL an
     ``FsspecStore`` on its filesystem, with the options that suit many small
-    objects.
+    objects. A writable one made while a write fence is set for the store
+    checks the fence before each write (:mod:`ahdi.pipeline.fence`).
     """
     import zarr
 
     if not is_remote(location):
-        return zarr.storage.LocalStore(as_local(location), read_only=read_only)
-    filesystem(location, error)   # a missing package or unknown protocol, named
-    with remote_errors(location, error):
-        return zarr.storage.FsspecStore.from_url(
-            location, storage_options=_store_options(protocol(location) or ""),
-            read_only=read_only)
+        store = zarr.storage.LocalStore(as_local(location), read_only=read_only)
+    else:
+        filesystem(location, error)   # a missing package or unknown protocol, named
+        with remote_errors(location, error):
+            store = zarr.storage.FsspecStore.from_url(
+                location, storage_options=_store_options(protocol(location) or ""),
+                read_only=read_only)
+    return store if read_only else fence.fenced(store, absolute(location))
 
 
 # ----------------------------------------------------------------------------

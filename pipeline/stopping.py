@@ -13,6 +13,11 @@ enough to do it, and nothing keeps running on its own:
   released) and the command exits 130 (SIGINT) or 143 (SIGTERM).
 * A second signal while that happens exits at once (:func:`os._exit`), with
   one line and no traceback: the store stays consistent, as after a kill.
+* Another thread of this process can stop the run the same way
+  (:func:`stop_from_thread`): the writer lock's heartbeat does when it finds
+  the lock taken over. Tasks stop at their next frame and the main thread
+  gets the SIGTERM path's :class:`Interrupted` (which the lock turns into
+  its own error).
 * Worker processes (``--scheduler processes``) ignore the terminal's Ctrl-C
   (the parent decides), stop cleanly on SIGTERM, and get SIGTERM from the
   kernel when their parent dies, even by SIGKILL, so none runs on for
@@ -27,10 +32,12 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
 
 __all__ = ["ConversionCancelled", "Interrupted", "request_stop", "reset_stop",
-           "stop_requested", "frames_until_stopped", "stop_on_signals", "init_worker_process",
+           "stop_requested", "frames_until_stopped", "stop_on_signals", "stop_from_thread",
+           "await_own_signal", "init_worker_process",
            "task_running", "leave_worker_process", "terminate_pool", "EXIT_CODES"]
 
 #: Exit status of a run stopped by a signal (128 + the signal's number, as shells do).
@@ -40,6 +47,8 @@ EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
 # that takes a lock deadlocks when a second signal interrupts the first
 # handler inside that lock (seen: nested SIGTERMs in Event.set).
 _STOP = False
+_HANDLING = False      # stop_on_signals' handlers are installed in the main thread
+_SIGNALLED = False     # and one of them has run
 _IN_WORKER_PROCESS = False
 _TASK_RUNNING = False
 _PR_SET_PDEATHSIG = 1
@@ -120,18 +129,50 @@ def stop_on_signals(say=None) -> Iterator[None]:
         os._exit(EXIT_CODES.get(signum, 130))
 
     def first(signum, frame):
+        global _SIGNALLED
+        _SIGNALLED = True
         request_stop()
         for sig in EXIT_CODES:
             signal.signal(sig, second)
         raise Interrupted(signum)
 
+    global _HANDLING, _SIGNALLED
     previous = {sig: signal.signal(sig, first) for sig in EXIT_CODES}
+    _HANDLING, _SIGNALLED = True, False
     try:
         yield
     finally:
-        if not stop_requested():
+        _HANDLING = False
+        if not _SIGNALLED:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+def stop_from_thread() -> bool:
+    """Stop the run from another thread as a SIGTERM would (the lock lost).
+
+    Every task stops at its next frame; when :func:`stop_on_signals` is in
+    force, the main thread is sent SIGTERM, so that it leaves what it waits
+    on (a process pool, a cluster) and unwinds. Returns True when it was
+    sent (see :func:`await_own_signal`).
+    """
+    request_stop()
+    if not _HANDLING or threading.current_thread() is threading.main_thread():
+        return False
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+    return True
+
+
+def await_own_signal(timeout: float = 2.0) -> None:
+    """In the main thread, after :func:`stop_from_thread` signalled it: let the
+    signal's handler run now and swallow its :class:`Interrupted`, so that it
+    cannot surface later, outside the block that asked for it."""
+    deadline = time.monotonic() + timeout
+    while not _SIGNALLED and time.monotonic() < deadline:
+        try:
+            time.sleep(0.005)
+        except Interrupted:
+            return
 
 
 # ----------------------------------------------------------------------------

@@ -8,6 +8,7 @@ by a session fixture and stopped at its end; everything reaches it through
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import socket
@@ -19,7 +20,7 @@ import pytest
 
 from ahdi.kernels.params import AhdiParams
 from ahdi.pipeline import remote
-from ahdi.pipeline.errors import DatasetError, StoreError, VideoError
+from ahdi.pipeline.errors import DatasetError, LockLostError, StoreError, VideoError
 from ahdi.pipeline.lock import hold_lock
 from ahdi.pipeline.resolve import resolve_source
 from ahdi.pipeline.video import open_video
@@ -250,15 +251,38 @@ def test_a_lock_object_not_refreshed_by_the_server_s_clock_is_taken_over(s3):
                                     "refreshed it for ")
 
 
-def test_a_holder_whose_lock_was_taken_over_learns_it_and_leaves_the_new_one(s3, caplog):
+def test_a_holder_whose_lock_was_taken_over_learns_it_and_leaves_the_new_one(s3, monkeypatch):
     import time
 
+    from ahdi.pipeline import stopping
+
+    monkeypatch.setattr(stopping, "_STOP", False)
     url = lock_url("lost")
-    with hold_lock(url, stale_after=0.4, what="s3://x/lost.zarr"):
-        s3.pipe_file(url, b'{"host": "thief", "pid": 1, "started": "now"}')
-        time.sleep(0.3)
-    assert "lost the lock of store s3://x/lost.zarr: another process took" in caplog.text
+    with pytest.raises(LockLostError) as caught:
+        with hold_lock(url, stale_after=0.4, what="s3://x/lost.zarr"):
+            s3.pipe_file(url, b'{"host": "thief", "pid": 1, "started": "now"}')
+            time.sleep(0.3)
+    assert str(caught.value) == (
+        f"store s3://x/lost.zarr: this run lost its lock {url}: pid 1 on host thief (since "
+        f"now) took it over; it stopped writing (finished items are kept). Two writers must "
+        f"not share a store: let the other one finish, then run the same command again to "
+        f"resume")
     assert json.loads(s3.cat_file(url))["host"] == "thief"   # not removed on release
+
+
+def test_a_refresh_whose_answer_was_lost_keeps_the_lock(s3, monkeypatch):
+    import time
+
+    from ahdi.pipeline import stopping
+
+    monkeypatch.setattr(stopping, "_STOP", False)
+    url = lock_url("echo")
+    with hold_lock(url, stale_after=0.4, what="s3://x/echo.zarr") as held:
+        # our own refresh reached the server, its answer (the new ETag) did not
+        s3.pipe_file(url, json.dumps({"host": held.host, "pid": held.pid,
+                                      "started": held.started, "beat": 99}).encode())
+        time.sleep(0.3)
+    assert not s3.exists(url) and not stopping.stop_requested()
 
 
 def test_a_server_ignoring_conditional_writes_is_refused(s3, monkeypatch):
@@ -399,9 +423,11 @@ def test_a_second_writer_of_a_store_on_s3_is_refused(s3, local_items):
 
 
 def test_objects_per_item_of_a_store_on_s3(s3, s3_store):
-    # 5 items share one object per array: 17 arrays plus their metadata documents
-    objects = [k for k in s3.find(s3_store.split("://", 1)[1])]
-    assert len([k for k in objects if not k.endswith("zarr.json")]) == 15
+    # 5 items share one object per array (besides the arrays' metadata documents)
+    root = s3_store.split("://", 1)[1]
+    chunks = [k[len(root) + 1:] for k in s3.find(root) if not k.endswith("zarr.json")]
+    per_array = collections.Counter(k.split("/", 1)[0] for k in chunks)
+    assert len(per_array) >= 15 and set(per_array.values()) == {1}, per_array
 
 
 @pytest.fixture(scope="module")
@@ -459,6 +485,58 @@ def test_a_sigkilled_conversion_into_s3_resumes_and_ends_identical(s3, many):
     assert skipped >= 2                       # the staged items were merged, not computed
     assert store_objects(s3, url) == fx.store_chunk_files(reference)
     assert not s3.exists(lock_path(url))
+
+
+def test_a_conversion_into_s3_whose_lock_is_replaced_stops_writing(s3, many, monkeypatch):
+    """Another writer replaces the lock object (it judged this run stale): the run
+    stops, writes no object after it learns it, and the new holder's run (here the
+    same command once that lock is gone) ends identical to a clean conversion."""
+    import time
+
+    from zarr.storage import FsspecStore
+
+    from ahdi.pipeline import lock, stopping
+    from ahdi.pipeline.graph import convert
+    from ahdi.pipeline.store import lock_path
+
+    monkeypatch.setattr(lock, "HEARTBEAT_MAX_S", 0.05)
+    monkeypatch.setattr(stopping, "_STOP", False)
+    root, reference = many
+    url = f"s3://{BUCKET}/stores/replaced.zarr"
+    writes, lost = [], []
+    for name in ("set", "delete"):
+        original = getattr(FsspecStore, name)
+
+        async def recording(self, key, *args, _original=original):
+            writes.append(time.monotonic())
+            return await _original(self, key, *args)
+        monkeypatch.setattr(FsspecStore, name, recording)
+    stop = stopping.stop_from_thread
+    monkeypatch.setattr(stopping, "stop_from_thread",
+                        lambda: lost.append(time.monotonic()) or stop())
+    thief = {"host": "elsewhere", "pid": 4242, "started": "2026-01-01T00:00:00+00:00"}
+    outcomes = []
+
+    def take_over(outcome) -> None:
+        outcomes.append(outcome)
+        if len(outcomes) == 2:     # an unconditional PUT: the lock's ETag changes
+            s3.pipe_file(lock_path(url), json.dumps(thief).encode())
+
+    items = resolve_source(str(root))[1]
+    with pytest.raises(LockLostError) as caught:
+        convert(items, url, P, REPS, workers=1, on_outcome=take_over)
+    assert str(caught.value) == (
+        f"store {url}: this run lost its lock {lock_path(url)}: pid 4242 on host elsewhere "
+        f"(since 2026-01-01T00:00:00+00:00) took it over; it stopped writing (finished items "
+        f"are kept). Two writers must not share a store: let the other one finish, then run "
+        f"the same command again to resume")
+    assert lost and len(outcomes) < len(items)
+    assert [w for w in writes if w > lost[0] + 0.05] == []
+    assert json.loads(s3.cat_file(lock_path(url))) == thief
+    s3.rm(lock_path(url))
+    report = convert(items, url, P, REPS, workers=2)
+    assert report.skipped >= 1 and len(report.outcomes) + report.skipped == len(items)
+    assert store_objects(s3, url) == fx.store_chunk_files(reference)
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""Stopping a conversion: SIGTERM, a second Ctrl-C, worker processes that must not outlive us.
+"""Stopping a conversion: SIGTERM, a second Ctrl-C, worker processes that must not outlive us,
+a lock taken over by another writer.
 
 Each test runs ``ahdi convert`` as a subprocess, stops it the way a batch
 scheduler or a user would, and checks what is left: the exit status and
@@ -8,14 +9,20 @@ command finishes byte-identical to an uninterrupted run's.
 
 from __future__ import annotations
 
+import json
 import signal
+import sys
 import time
+from pathlib import Path
 
 import psutil
 import pytest
+from zarr.storage import LocalStore
 
 from ahdi.kernels import AhdiParams
+from ahdi.pipeline import lock, stopping
 from ahdi.pipeline.cli import EXIT_INTERRUPTED, EXIT_TERMINATED
+from ahdi.pipeline.errors import LockLostError
 from ahdi.pipeline.graph import convert
 from ahdi.pipeline.resolve import resolve_source
 from ahdi.pipeline.store import open_store
@@ -128,4 +135,128 @@ def test_worker_processes_never_outlive_the_parent(videos, reference, tmp_path, 
     if how == "SIGINT":
         assert status == EXIT_INTERRUPTED, output
         assert "Traceback" not in output, output
+    resumes_to_reference(out, videos, reference)
+
+
+# ----------------------------------------------------------------------------
+# a lock taken over while the run writes
+# ----------------------------------------------------------------------------
+#: What another host writes into the lock when it judges this run stale.
+THIEF = {"host": "elsewhere", "pid": 4242, "started": "2026-01-01T00:00:00+00:00"}
+
+
+def lost_lock_message(store: str, lock_at: str) -> str:
+    return (f"store {store}: this run lost its lock {lock_at}: pid 4242 on host elsewhere "
+            f"(since 2026-01-01T00:00:00+00:00) took it over; it stopped writing (finished "
+            f"items are kept). Two writers must not share a store: let the other one "
+            f"finish, then run the same command again to resume")
+
+
+@pytest.fixture(autouse=True)
+def no_stop_left(monkeypatch):
+    """A run stopped in this process leaves its stop flag set: not for the next test."""
+    monkeypatch.setattr(stopping, "_STOP", False)
+
+
+@pytest.fixture
+def writes(monkeypatch):
+    """Every Zarr write or delete into a local store from now on, as (time, key),
+    and the moment the run learns that its lock is lost."""
+    seen: dict = {"writes": [], "lost": None}
+    for name in ("set", "delete"):
+        original = getattr(LocalStore, name)
+
+        async def recording(self, key, *args, _original=original):
+            seen["writes"].append((time.monotonic(), key))
+            return await _original(self, key, *args)
+        monkeypatch.setattr(LocalStore, name, recording)
+    stop = stopping.stop_from_thread
+
+    def noting() -> bool:
+        seen["lost"] = seen["lost"] or time.monotonic()
+        return stop()
+    monkeypatch.setattr(stopping, "stop_from_thread", noting)
+    return seen
+
+
+def test_a_run_whose_lock_is_taken_over_stops_writing_at_once(videos, reference, tmp_path,
+                                                              monkeypatch, writes):
+    monkeypatch.setattr(lock, "HEARTBEAT_MAX_S", 0.05)
+    out = tmp_path / "s.zarr"
+    lock_file = Path(f"{out}.lock")
+    outcomes = []
+
+    def take_over(outcome) -> None:
+        outcomes.append(outcome)
+        if len(outcomes) == 2:   # another host judged this run stale and took its lock
+            lock_file.write_text(json.dumps(THIEF))
+
+    with pytest.raises(LockLostError) as caught:
+        convert(resolve_source(str(videos))[1], out, PARAMS, ("ahdi", "mdv"), workers=1,
+                on_outcome=take_over)
+    assert str(caught.value) == lost_lock_message(str(out), str(lock_file))
+    assert writes["lost"] is not None and len(outcomes) < N
+    # A write that passed the fence just before the loss was seen may start a few
+    # milliseconds after; none starts later (before: the run went on to the end).
+    assert [key for when, key in writes["writes"] if when > writes["lost"] + 0.05] == []
+    assert json.loads(lock_file.read_text()) == THIEF   # the new holder's lock is kept
+    lock_file.unlink()                                  # ... until it finishes
+    resumes_to_reference(out, videos, reference)
+
+
+def test_a_removed_lock_stops_the_run_naming_it(videos, tmp_path, monkeypatch):
+    monkeypatch.setattr(lock, "HEARTBEAT_MAX_S", 0.05)
+    out = tmp_path / "s.zarr"
+    lock_file = Path(f"{out}.lock")
+    with pytest.raises(LockLostError) as caught:
+        convert(resolve_source(str(videos))[1], out, PARAMS, ("ahdi", "mdv"), workers=1,
+                on_outcome=lambda outcome: lock_file.unlink(missing_ok=True))
+    assert str(caught.value) == (
+        f"store {out}: this run lost its lock {lock_file}: {lock_file} was removed; it "
+        f"stopped writing (finished items are kept). Two writers must not share a store: "
+        f"let the other one finish, then run the same command again to resume")
+
+
+def test_a_stalled_holder_confirms_its_lock_before_writing(tmp_path, monkeypatch):
+    """A writer whose lock was last refreshed more than stale_after / 2 ago (the process
+    stalled, and the heartbeat with it) asks the lock itself before it writes."""
+    from ahdi.pipeline.store_files import put_object
+
+    out = str(tmp_path / "s.zarr")
+    clock = [1000.0]
+    monkeypatch.setattr(lock, "_clock", lambda: clock[0])
+    with pytest.raises(LockLostError) as caught:
+        with lock.hold_lock(f"{out}.lock", stale_after=600, what=out):
+            put_object(out, "a", b"1")               # fresh: no question asked
+            Path(f"{out}.lock").write_text(json.dumps(THIEF))
+            clock[0] += 301                          # stalled past stale_after / 2
+            put_object(out, "b", b"2")
+    assert str(caught.value) == lost_lock_message(out, f"{out}.lock")
+    assert sorted(p.name for p in Path(out).iterdir()) == ["a"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheduler", ["threads", "processes"])
+def test_the_cli_stops_with_one_error_line_when_its_lock_is_taken_over(videos, reference,
+                                                                       tmp_path, scheduler):
+    out = tmp_path / "s.zarr"
+    lock_file = Path(f"{out}.lock")
+    # the CLI, with the heartbeat every 0.1 s instead of every minute
+    cmd = [sys.executable, "-c", "import ahdi.pipeline.lock as lock; lock.HEARTBEAT_MAX_S = "
+           "0.1; from ahdi.pipeline.cli import main; main()", "convert", str(videos), "-o",
+           str(out), *SMALL, "--workers", "1", "--scheduler", scheduler]
+    with processes() as procs:
+        proc = start(procs, cmd)
+        wait_until(lambda: finished_items(out) >= 2, 120, "2 finished items", proc)
+        lock_file.write_text(json.dumps(THIEF))
+        status, output = finish(proc, timeout=60)
+    assert status == LockLostError.exit_code == 4, output
+    errors = [line for line in output.splitlines() if line.startswith("Error:")]
+    assert errors == [f"Error: {lost_lock_message(str(out), str(lock_file))}"], output
+    assert "Traceback" not in output and "terminated" not in output
+    left = store_chunk_files(out)
+    time.sleep(1.0)
+    assert store_chunk_files(out) == left         # no worker writes on after the exit
+    assert json.loads(lock_file.read_text()) == THIEF
+    lock_file.unlink()
     resumes_to_reference(out, videos, reference)
