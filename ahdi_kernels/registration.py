@@ -64,12 +64,14 @@ INNER_FACE = (0.52, 0.33, 0.17)
 # ----------------------------------------------------------------------
 # 2 x 3 affine algebra
 # ----------------------------------------------------------------------
+# The follower composes a dozen 2 x 3 matrices per frame: on Python floats
+# (``tolist``) each costs a quarter of NumPy's small-array overhead.
 def compose(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """The 2 x 3 affine ``a o b`` (``b`` first)."""
-    out = np.empty((2, 3))
-    out[:, :2] = a[:, :2] @ b[:, :2]
-    out[:, 2] = a[:, :2] @ b[:, 2] + a[:, 2]
-    return out
+    (a00, a01, a02), (a10, a11, a12) = a.tolist()
+    (b00, b01, b02), (b10, b11, b12) = b.tolist()
+    return np.array([[a00 * b00 + a01 * b10, a00 * b01 + a01 * b11, a00 * b02 + a01 * b12 + a02],
+                     [a10 * b00 + a11 * b10, a10 * b01 + a11 * b11, a10 * b02 + a11 * b12 + a12]])
 
 
 def invert(m: np.ndarray) -> np.ndarray:
@@ -84,7 +86,8 @@ def apply(m: np.ndarray, points: np.ndarray) -> np.ndarray:
 
 def scale_of(m: np.ndarray) -> float:
     """Scale factor of a similarity (square root of the determinant)."""
-    return math.sqrt(abs(float(np.linalg.det(m[:, :2]))))
+    (m00, m01, _), (m10, m11, _) = m.tolist()
+    return math.sqrt(abs(m00 * m11 - m01 * m10))
 
 
 def angle_of(m: np.ndarray) -> float:
@@ -152,11 +155,13 @@ def source_box(out_to_src: np.ndarray, size: int, margin: float, width: int, hei
     square that does not move gives today's crop; clipped to the frame.
     """
     lo, hi = -0.5 - margin * size, size - 0.5 + margin * size
-    corners = apply(out_to_src, np.array([[lo, lo], [hi, lo], [lo, hi], [hi, hi]]))
-    x0 = int(np.clip(math.floor(corners[:, 0].min() + 0.5 + 1e-9), 0, width - 1))
-    y0 = int(np.clip(math.floor(corners[:, 1].min() + 0.5 + 1e-9), 0, height - 1))
-    x1 = int(np.clip(math.ceil(corners[:, 0].max() + 0.5 - 1e-9), x0 + 1, width))
-    y1 = int(np.clip(math.ceil(corners[:, 1].max() + 0.5 - 1e-9), y0 + 1, height))
+    (m00, m01, m02), (m10, m11, m12) = out_to_src.tolist()  # floats: called twice a frame
+    xs = [m00 * u + m01 * v + m02 for u, v in ((lo, lo), (hi, lo), (lo, hi), (hi, hi))]
+    ys = [m10 * u + m11 * v + m12 for u, v in ((lo, lo), (hi, lo), (lo, hi), (hi, hi))]
+    x0 = min(max(math.floor(min(xs) + 0.5 + 1e-9), 0), width - 1)
+    y0 = min(max(math.floor(min(ys) + 0.5 + 1e-9), 0), height - 1)
+    x1 = min(max(math.ceil(max(xs) + 0.5 - 1e-9), x0 + 1), width)
+    y1 = min(max(math.ceil(max(ys) + 0.5 - 1e-9), y0 + 1), height)
     return x0, y0, x1, y1
 
 
@@ -352,7 +357,8 @@ def follow_points(anchor_grey: np.ndarray, grey: np.ndarray, points: np.ndarray,
 
 
 def register(anchor: Anchor, grey: np.ndarray, points: np.ndarray, settings,
-             refine: bool = False) -> tuple[np.ndarray, np.ndarray] | None:
+             refine: bool = False, levels: int | None = None
+             ) -> tuple[np.ndarray, np.ndarray] | None:
     """Similarity from the anchor's analysis image onto ``grey``'s, and which points agree.
 
     ``points``: (N, 1, 2) analysis pixels of the anchor (the face grid,
@@ -360,9 +366,10 @@ def register(anchor: Anchor, grey: np.ndarray, points: np.ndarray, settings,
     (:class:`ahdi.pipeline.face_track.TrackSettings`: ``lk_window``,
     ``lk_levels``, ``fb_px``, ``refine_window``, ``refine_levels``,
     ``huber_px``, ``irls_iterations``, ``inlier_px``, ``min_inliers``). The first pass
-    searches the whole pyramid (and, with ``fb_px``, trusts only points LK
-    follows back); a refining pass (``refine``: on the points that agreed,
-    in the image rendered with the first fit) starts within a pixel, so it
+    searches ``lk_levels`` pyramid levels, or ``levels`` when given (a
+    wider second try), and with ``fb_px`` trusts only points LK follows
+    back; a refining pass (``refine``: on the points that agreed, in the
+    image rendered with the first fit) starts within a pixel, so it
     searches ``refine_levels`` levels only. Returns the fit and a boolean
     mask over ``points`` of those within ``inlier_px`` of it; None when
     fewer than ``min_inliers`` agree or the fit is no plausible
@@ -371,7 +378,8 @@ def register(anchor: Anchor, grey: np.ndarray, points: np.ndarray, settings,
     s = settings
     moved, good = follow_points(anchor.grey, grey, points,
                                 s.refine_window if refine else s.lk_window,
-                                s.refine_levels if refine else s.lk_levels,
+                                s.refine_levels if refine
+                                else s.lk_levels if levels is None else levels,
                                 None if refine else s.fb_px)
     if good.sum() < s.min_inliers:
         return None

@@ -65,128 +65,15 @@ from ahdi.kernels.registration import (Anchor, Region, analysis_to_output, apply
                                        register, render, scale_of, shrink, square_transform)
 
 from .face import CROP_MARGIN, center_box, detect_face, square_box
+from .face_settings import FaceTrack, TrackSettings
 from .face_presence import (DETECTED, HELD, NO_FACE_YET, REGISTERED, face_in_registered,
                             presence_warnings)
 
-__all__ = ["REGION_MARGIN", "TrackSettings", "FaceTrack", "FaceFollower", "detect_in_frame"]
+__all__ = ["REGION_MARGIN", "FaceFollower", "detect_in_frame"]
 #: Border around the predicted square, as a share of S, cut along with it:
 #: room for the registration's correction (a few output pixels; a frame
 #: whose square moved farther is cut again).
 REGION_MARGIN = 0.02
-
-
-@dataclasses.dataclass(frozen=True)
-class TrackSettings:
-    """Tuning of the face follower; the defaults are the measured choice.
-
-    Lengths are analysis pixels (A = ``analysis_side``) unless said.
-
-    Attributes
-    ----------
-    analysis_side : int
-        Side A of the grey square registration works on.
-    grid_step : int
-        Spacing of the face grid's points.
-    lk_window, lk_levels : int
-        Lucas-Kanade window side and pyramid levels above the base (the
-        search reaches about window / 2 * 2**levels pixels).
-    fb_px : float or None
-        Largest forward-backward error of a trusted point; None: no way
-        back (the Huber fit and the agreement count already discount the
-        points LK loses; the way back cost a third of the registration
-        and changed the invariance by less than its spread).
-    huber_px : float
-        Residual up to which a point counts fully in the fit.
-    irls_iterations : int
-        Reweighting rounds of the Huber fit.
-    inlier_px : float
-        Residual within which a point counts as agreeing with the fit.
-    min_inliers : int
-        Fewest agreeing points for a registration.
-    min_inlier_share : float
-        Fewest agreeing points as a share of the grid.
-    passes : int
-        Registration rounds per frame. A second round, on the image
-        rendered with the first fit, halved the disagreement between a
-        clip and its moved copy (0.47 against 0.9 output px, median) but
-        cost 0.25 ms a frame (704 x 576), and the AHDI's invariance did not
-        need it (r >= 0.99 either way).
-    refine_window, refine_levels : int
-        LK window and pyramid levels of the refining rounds.
-    reference_share : float
-        Share of agreeing points for the chain to restart from the reference.
-    retry_reference : int
-        Frames between attempts to restart from the reference.
-    verify_every : int
-        Registered frames between Haar checks of the registered face.
-    checks_to_lose : int
-        Failed checks in a row after which the face counts as gone.
-    max_search_gap : int
-        Longest gap, frames, between whole-frame searches while no face is followed.
-    queue_bytes : int
-        Bytes of raw frames kept while waiting for the first face (the
-        reader passes its ``replay_budget``: half the conversion's memory
-        budget).
-    min_gap : int
-        Shortest run of faceless frames reported as the face leaving.
-    min_found_share : float
-        A clip whose face shows on a smaller share of frames is warned about.
-    """
-
-    analysis_side: int = 112
-    grid_step: int = 4
-    lk_window: int = 11
-    lk_levels: int = 2
-    fb_px: float | None = None
-    huber_px: float = 0.5
-    irls_iterations: int = 6
-    inlier_px: float = 1.0
-    min_inliers: int = 12
-    min_inlier_share: float = 0.15
-    passes: int = 1
-    refine_window: int = 11
-    refine_levels: int = 1
-    reference_share: float = 0.5
-    retry_reference: int = 15
-    verify_every: int = 10
-    checks_to_lose: int = 3
-    max_search_gap: int = 8
-    queue_bytes: int = 256 * 2**20
-    min_gap: int = 3
-    min_found_share: float = 0.9
-
-
-@dataclasses.dataclass
-class FaceTrack:
-    """What the follower found in one clip, frame by frame.
-
-    Attributes
-    ----------
-    boxes : (T, 4) float array
-        The square each output frame shows, in source pixels: (x, y, side,
-        side) of the square with its centre and side (``crop_transform``'s
-        box); an aligned square's rotation is in ``transforms``.
-    transforms : (T, 2, 3) float array
-        Similarity taking frame t's pixels onto the reference frame's
-        (identity for the reference and for frames before any face).
-    found : (T,) bool array
-        The face shows on frame t.
-    status : (T,) int8 array
-        NO_FACE_YET, REGISTERED, HELD or DETECTED (``face_presence.STATUS_NAMES``).
-    reference : int
-        0-based index of the reference frame; -1 when no face was found.
-    """
-
-    boxes: np.ndarray
-    transforms: np.ndarray
-    found: np.ndarray
-    status: np.ndarray
-    reference: int
-
-    @property
-    def found_share(self) -> float:
-        """Share of the frames that show the face."""
-        return float(self.found.mean()) if len(self.found) else 0.0
 
 
 def grey_of(image: np.ndarray, bgr: bool) -> np.ndarray:
@@ -303,17 +190,21 @@ class FaceFollower:
         return render(grey_region, compose(out_to_src, self._to_output),
                       self.settings.analysis_side)
 
-    def _register(self, grey_region: Region, predicted: np.ndarray, anchor: Anchor
-                  ) -> tuple[np.ndarray, float] | None:
+    def _register(self, grey_region: Region, predicted: np.ndarray, image: np.ndarray,
+                  anchor: Anchor) -> tuple[np.ndarray, float] | None:
         """(out_to_src, share of the grid that agrees) of the frame on ``anchor``, or None.
 
-        A first pass from the prediction, then ``passes - 1`` refining passes
-        on the points that agreed, each on the image rendered with the fit
-        so far: the last pass starts within a fraction of a pixel, so the
-        result hardly depends on the prediction.
+        ``image``: the frame's analysis image under ``predicted``. A first
+        pass from the prediction (again with ``wide_levels`` if it fails),
+        then ``passes - 1`` refining passes on the points that agreed, each
+        on the image rendered with the fit so far: the last pass starts
+        within a fraction of a pixel, so the result hardly depends on the
+        prediction.
         """
         s = self.settings
-        fit = register(anchor, self._analysis_image(grey_region, predicted), self._grid, s)
+        fit = register(anchor, image, self._grid, s)
+        if fit is None and s.wide_levels > s.lk_levels:
+            fit = register(anchor, image, self._grid, s, levels=s.wide_levels)
         if fit is None:
             return None
         delta, agree = fit
@@ -380,7 +271,8 @@ class FaceFollower:
             index, frame = queue.pop()
             region = region_for(frame, transform, self.size, REGION_MARGIN)
             grey_region = self._analysis_region(region, transform)
-            fit = self._register(grey_region, transform, anchor)
+            image = self._analysis_image(grey_region, transform)
+            fit = self._register(grey_region, transform, image, anchor)
             if fit is not None:
                 transform = fit[0]
                 anchor = Anchor(self._analysis_image(grey_region, transform), index, transform)
@@ -400,22 +292,34 @@ class FaceFollower:
         s = self.settings
         predicted = self._current if self._velocity is None else compose(self._current,
                                                                          self._velocity)
-        region = region_for(frame, predicted, self.size, REGION_MARGIN)
+        region = region_for(frame, predicted, self.size, self._margin(predicted))
         grey_region = self._analysis_region(region, predicted)
+        image = self._analysis_image(grey_region, predicted)
         fit = None
         if (self._anchor is not self._reference
                 and index - self._reference_tried >= s.retry_reference):
             self._reference_tried = index
-            fit = self._register(grey_region, predicted, self._reference)
+            fit = self._register(grey_region, predicted, image, self._reference)
             if fit is not None and fit[1] >= s.reference_share:
                 self.reference_hits.append(index)
             else:
                 fit = None
         if fit is None:
-            fit = self._register(grey_region, predicted, self._anchor)
+            fit = self._register(grey_region, predicted, image, self._anchor)
         if fit is None:
             return self._lost(frame, index)
         return self._registered(frame, index, region, grey_region, fit[0], REGISTERED)
+
+    def _margin(self, predicted: np.ndarray) -> float:
+        """Margin of the region around the predicted square: room for the fit.
+
+        ``track`` shows the reference's (larger where the face got smaller):
+        the margin grows to hold it, so the frame is not cut a second time.
+        """
+        if self.mode != "track":
+            return REGION_MARGIN
+        growth = scale_of(self._reference.out_to_src) / scale_of(predicted) - 1
+        return REGION_MARGIN + max(0.0, growth / 2)
 
     def _registered(self, frame, index, region, grey_region, out_to_src, status) -> np.ndarray:
         """Take ``out_to_src`` for this frame: it becomes the anchor of the next."""
@@ -478,8 +382,9 @@ class FaceFollower:
         self._failed_checks = 0  # the cascade just saw a face: earlier misses are void
         region = region_for(frame, placed, self.size, REGION_MARGIN)
         grey_region = self._analysis_region(region, placed)
+        image = self._analysis_image(grey_region, placed)
         for anchor in (self._anchor, self._reference):
-            fit = self._register(grey_region, placed, anchor)
+            fit = self._register(grey_region, placed, image, anchor)
             if fit is not None:
                 return self._registered(frame, index, region, grey_region, fit[0], REGISTERED)
         return self._registered(frame, index, region, grey_region, placed, DETECTED)
