@@ -60,7 +60,7 @@ from ahdi.kernels.segments import level1_windows, resolve_eps  # noqa: E402
 from ahdi.pipeline.adapters import sample_videos_dir  # noqa: E402
 from ahdi.pipeline.decoding import open_capture, to_rgb8  # noqa: E402
 from ahdi.pipeline.face import center_box, face_box, video_sample_positions  # noqa: E402
-from ahdi.pipeline.graph import _pin_threads, compute_task  # noqa: E402
+from ahdi.pipeline.tasks import _pin_threads, compute_task  # noqa: E402
 from ahdi.pipeline.layout import locked_store  # noqa: E402
 from ahdi.pipeline.resolve import resolve_source  # noqa: E402
 from ahdi.pipeline.video import SEEK_MIN_FRAMES  # noqa: E402
@@ -242,7 +242,8 @@ def reenact(path: str, params: AhdiParams, store, index: int):
 def real_total(item, params: AhdiParams, store, index: int) -> float:
     """compute_task + write_item of one item, not instrumented (CPU seconds)."""
     started = CLOCK()
-    result, fps, warnings, _ = compute_task(item, params, REPS, BUDGET, None, decode_threads=1)
+    result, fps, warnings, _, _face = compute_task(item, params, REPS, BUDGET, None,
+                                                   decode_threads=1)
     store.write_item(index, result, fps=fps, warnings=warnings)
     return CLOCK() - started
 

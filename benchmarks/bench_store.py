@@ -10,7 +10,8 @@ frames of motion) twice, side by side:
   frames wide in chunks of (1, 4096);
 * **after**: version 3 (this ahdi): G = 64 items per stored object, each
   shard written once (what a conversion's merge task does), ``motion``
-  fitted to the longest video at the end of the run.
+  and the face track (``--crop align``'s, made up here) fitted to the
+  longest video at the end of the run.
 
 and prints the stored objects (files, ``zarr.json`` included) per item, and
 the median seconds of ``xr.open_zarr(store).motion.max().compute()`` (the
@@ -36,6 +37,7 @@ import numpy as np
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from ahdi.kernels.params import AhdiParams  # noqa: E402
+from ahdi.pipeline.face_settings import FaceTrack  # noqa: E402
 from ahdi.pipeline.layout import create_store  # noqa: E402
 from ahdi.pipeline.resume import fit_frame_width  # noqa: E402
 from ahdi.pipeline.schema import item_rows, segments_width  # noqa: E402
@@ -75,6 +77,13 @@ def result(i: int):
         windows=np.stack([starts, starts + 2 * (t // (m + 1))], axis=1), n_frames=t)
 
 
+def face(i: int, t: int) -> FaceTrack:
+    """A made-up face track of ``t`` frames (what --crop align stores per item)."""
+    rng = np.random.default_rng(i)
+    return FaceTrack(rng.uniform(0, 400, (t, 4)), rng.normal(size=(t, 2, 3)),
+                     rng.random(t) > 0.05, rng.integers(0, 4, t).astype(np.int8), 0)
+
+
 def write_v3(path: str, n: int) -> None:
     """A version-3 store of n items, each shard written once, motion fitted."""
     store = create_store(path, items(n), PARAMS, REPS, dataset="bench", source="bench")
@@ -82,8 +91,11 @@ def write_v3(path: str, n: int) -> None:
     g = store.items_per_shard
     width = segments_width(PARAMS)
     for shard in range(-(-n // g)):
-        staged = {i: Staged(item_rows(result(i), PARAMS, REPS, width, f"item {i}"), 25.0)
-                  for i in range(shard * g, min(n, (shard + 1) * g))}
+        staged = {}
+        for i in range(shard * g, min(n, (shard + 1) * g)):
+            res = result(i)
+            staged[i] = Staged(item_rows(res, PARAMS, REPS, width, f"item {i}",
+                                         face(i, res.n_frames)), 25.0)
         write_shard(group, shard, g, staged, path)
     fit_frame_width(path)
 

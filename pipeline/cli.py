@@ -102,7 +102,9 @@ def library_errors(func):
         try:
             return func(*args, **kwargs)
         except AhdiError as exc:
-            raise click.ClickException(str(exc))
+            error = click.ClickException(str(exc))
+            error.exit_code = getattr(exc, "exit_code", 1)   # LockLostError: 4
+            raise error
         except PermissionError as exc:
             raise click.ClickException(f"{exc.filename}: permission denied")
         except OSError as exc:
@@ -257,7 +259,8 @@ def convert(source, output, labels, root, datasets_yaml, config, representations
 @click.option("--rep", default="ahdi", show_default=True, help="Representation for --montage.")
 @click.option("--video", help="A video id, for --plot.")
 @click.option("--plot", type=click.Path(dir_okay=False),
-              help="Write the --video's motion curve, segments, MDV strip and AHDI (PNG).")
+              help="Write the --video's motion curve, face track, segments, MDV strip and "
+                   "AHDI (PNG).")
 @click.option("--export", type=click.Path(file_okay=False), help="Write every image as PNG here.")
 @click.option("--html", type=click.Path(dir_okay=False), help="Write a self-contained HTML report.")
 @library_errors

@@ -8,13 +8,16 @@ video warnings); they reach the store's per-item warnings.
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 
 from .face import _face_cascade
 
 __all__ = ["VERIFY_SIDE", "NO_FACE_YET", "REGISTERED", "HELD", "DETECTED", "STATUS_NAMES",
-           "face_in_registered", "frame_ranges", "format_ranges", "presence_warnings"]
+           "face_in_registered", "frame_ranges", "format_ranges", "presence_warnings",
+           "no_face_warning", "is_face_warning", "has_face_warning"]
 
 #: Side of the image the registered-face check runs on.
 VERIFY_SIDE = 80
@@ -61,6 +64,29 @@ def format_ranges(runs: list[tuple[int, int]]) -> str:
     return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
+def no_face_warning(name: str) -> str:
+    """The warning of a clip where no face was found (every face crop gives it)."""
+    return f"no face found in {name}; used a center crop"
+
+
+# Recognises every line no_face_warning and presence_warnings make (tests
+# check each one), so pictures can mark items whose face was not there.
+_FACE_WARNING = re.compile(
+    r"^no face found( in .*)?; used a center crop$"
+    r"|: (a face is found on \d+% of its \d+ frames|no face on frames \d"
+    r"|the face disappears at frame \d|registration failed on frames \d)")
+
+
+def is_face_warning(line: str) -> bool:
+    """Is ``line`` (one stored warning) a warning about the face?"""
+    return bool(_FACE_WARNING.search(line))
+
+
+def has_face_warning(warnings: str) -> bool:
+    """Does an item's stored ``warning`` text (one warning per line) hold a face warning?"""
+    return any(is_face_warning(line) for line in str(warnings).splitlines())
+
+
 def presence_warnings(track, name: str, min_found_share: float, min_gap: int) -> list[str]:
     """Where the face is missing, where it leaves and comes back, where registration failed.
 
@@ -85,7 +111,7 @@ def presence_warnings(track, name: str, min_found_share: float, min_gap: int) ->
     if n == 0:
         return []
     if track.reference < 0:
-        return [f"no face found in {name}; used a center crop"]
+        return [no_face_warning(name)]
     out = []
     faceless = frame_ranges(~track.found)
     if track.found_share < min_found_share:

@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from .errors import DamagedChunkError, StoreError
+from .face_presence import has_face_warning
 from .store import Store
 from .summary import format_number
 
@@ -45,6 +46,7 @@ __all__ = [
     "export_name",
     "done_items",
     "readable",
+    "face_warned",
 ]
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,7 @@ _WHITE = (255, 255, 255)
 _INK = (30, 30, 30)
 _GREY = (120, 120, 120)
 _PAPER = (246, 246, 246)
+_FACE_MARK = (230, 120, 0)     # the border of a tile whose item has face warnings
 
 
 # ----------------------------------------------------------------------------
@@ -191,6 +194,12 @@ def _montage_images(store: Store, rep: str, done: list[int],
     return shown
 
 
+def face_warned(store: Store, indices: Sequence[int]) -> set[int]:
+    """Items among ``indices`` whose stored warnings hold a face warning."""
+    warnings = store.warnings(unreadable="")
+    return {int(i) for i in indices if has_face_warning(warnings[i])}
+
+
 def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = None,
             columns: int | None = None, tile: int | None = None,
             max_items: int = 64) -> np.ndarray:
@@ -218,6 +227,9 @@ def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = Non
     np.ndarray
         (H, W, 3) RGB uint8. Captions are drawn with OpenCV's ASCII font:
         other characters show as '?' (the per-video figure draws them).
+        Items with face warnings (no face, or not on every frame: see
+        :func:`~ahdi.pipeline.face_presence.has_face_warning`) get an orange
+        border, explained by a legend line under the title.
 
     Raises
     ------
@@ -251,8 +263,13 @@ def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = Non
     if left_out:
         title += f" (+{left_out} done)"
     width = max(columns * cell_w + (columns + 1) * gap, 260)
-    head = _canvas(31, width)
-    _put(head, _fit(title, width - 16, 0.5, keep="start"), 8, head.shape[0] - 10, 0.5)
+    warned = face_warned(store, [i for i, _img in shown])
+    head = _canvas(31 + (line_h + 4 if warned else 0), width)
+    _put(head, _fit(title, width - 16, 0.5, keep="start"), 8, 21, 0.5)
+    if warned:
+        cv2.rectangle(head, (8, 31), (8 + line_h - 4, 31 + line_h - 4), _FACE_MARK, 2)
+        _put(head, _fit(f"face warnings: {len(warned)} (ahdi inspect --video ID)",
+                        width - line_h - 16, scale), 8 + line_h + 2, 31 + line_h - 5, scale)
     grid = _canvas(rows * cell_h + (rows + 1) * gap, width, _PAPER)
 
     ids = store.video_ids()
@@ -262,6 +279,8 @@ def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = Non
         y = gap + r * (cell_h + gap)
         grid[y:y + cell_h, x:x + cell_w] = _WHITE
         xi = x + (cell_w - tile) // 2
+        if i in warned:   # a border in the gap around the image: the image stays whole
+            grid[y - 3:y + tile + 3, max(0, xi - 3):xi + tile + 3] = _FACE_MARK
         grid[y:y + tile, xi:xi + tile] = resize_square(np.asarray(img, dtype=np.uint8), tile)
         ty = y + tile + line_h
         _put(grid, _fit(str(ids[i]), cell_w - 8, scale), x + 4, ty, scale)

@@ -6,9 +6,10 @@ checked and written as one staged object of the store). Decoding, motion
 and pooling share one task on purpose: segmentation needs the whole motion
 curve before pooling starts, so the frames are buffered (RAM, then a local
 temporary file) between them, and such a buffer must never travel between
-workers. What travels to ``stage`` is the small result (a few images).
-Then one ``merge`` task per shard of G items, after that shard's stage
-tasks, writes the shard's objects (:mod:`ahdi.pipeline.shards`): every
+workers. What travels to ``stage`` is the small result (a few images, the
+per-frame curves and the face track). The tasks are in
+:mod:`ahdi.pipeline.tasks`. Then one ``merge`` task per shard of G items,
+after that shard's stage tasks, writes the shard's objects (:mod:`ahdi.pipeline.shards`): every
 stored object has one writer.
 
 No task raises: a failure is caught, staged as that item's error, and the
@@ -22,38 +23,28 @@ import multiprocessing
 import os
 import socket
 import time
-import traceback
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any, Callable, Sequence
 
 import dask
 
-from ahdi.kernels import AhdiParams, compute_ahdi
+from ahdi.kernels import AhdiParams
 from ahdi.kernels.compute import check_representations
 
 from . import remote, stopping
-from .errors import ClusterError, ClusterPathError, SettingError, VideoError
+from .errors import ClusterError, ClusterPathError, SettingError
 from .layout import locked_store
 from .resume import finish_run, plan_run
-from .schema import ITEMS_PER_SHARD, item_rows, segments_width
-from .shards import Staged, merge_staged, stage_failure, stage_item
+from .schema import ITEMS_PER_SHARD
 from .store import Store, open_store
-from .video import open_video
+from .tasks import (ItemOutcome, _MergeFailure, _stage_failure, compute_task, merge_task,
+                    stage_task)
+
+__all__ = ["convert", "ConvertReport", "ItemOutcome", "compute_task", "build_graph",
+           "stage_nodes", "DEFAULT_SCHEDULER", "LOCAL_SCHEDULERS"]
 
 DEFAULT_SCHEDULER = "threads"
 LOCAL_SCHEDULERS = ("threads", "processes", "sync")
-
-
-@dataclasses.dataclass
-class ItemOutcome:
-    """What became of one item in a run."""
-
-    index: int
-    video_id: str
-    status: str  # 'done' | 'failed'
-    error: str = ""
-    warnings: tuple[str, ...] = ()
-    seconds: float = 0.0
 
 
 @dataclasses.dataclass
@@ -74,129 +65,6 @@ class ConvertReport:
     @property
     def failed(self) -> list[ItemOutcome]:
         return [o for o in self.outcomes if o.status == "failed"]
-
-
-@dataclasses.dataclass
-class _Failure:
-    message: str
-    seconds: float
-
-
-def _pin_threads() -> None:
-    # Parallelism comes from converting several videos at once; OpenCV's own
-    # thread pool would only oversubscribe the cores. One thread per call
-    # also keeps results independent of the machine's core count.
-    import cv2
-
-    cv2.setNumThreads(1)
-    _tune_malloc()
-
-
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MALLOC_TUNED = False
-
-
-def _tune_malloc() -> None:
-    # dask.distributed's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536,
-    # which also freezes glibc's mmap threshold at 128 kB: every 224 x 224
-    # frame (150 kB) a task allocates then becomes an mmap/munmap pair with
-    # fresh page faults, measured 1.24x slower per video than the threaded
-    # default. Serve such blocks from the heap again and keep up to 64 MB of
-    # freed heap per process. glibc only; elsewhere nothing changes.
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return
-    _MALLOC_TUNED = True
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
-        libc.mallopt(_M_MMAP_THRESHOLD, 32 * 2**20)
-        libc.mallopt(_M_TRIM_THRESHOLD, 64 * 2**20)
-    except (OSError, AttributeError):
-        pass
-
-
-def _describe_error(source_name: str, exc: BaseException) -> str:
-    message = str(exc) or type(exc).__name__
-    if isinstance(exc, VideoError) or source_name in message:
-        return message
-    if isinstance(exc, (ValueError, OSError)):
-        return f"{source_name}: {message}"
-    # An unexpected error: keep its type and the innermost frame for a bug report.
-    where = traceback.extract_tb(exc.__traceback__)[-1:] if exc.__traceback__ else []
-    at = f" (at {where[0].filename}:{where[0].lineno})" if where else ""
-    return f"{source_name}: {type(exc).__name__}: {message}{at}"
-
-
-def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
-                 memory_budget: int, tmp_dir: str | None, decode_threads: int = 1):
-    """Decode one item and compute its images; returns (result, fps, warnings) or _Failure."""
-    _pin_threads()
-    started = time.perf_counter()
-    try:
-        # Half the budget may hold a short clip's decoded frames so the face
-        # search does not decode it twice; the frame buffer gets the rest.
-        with stopping.task_running(), \
-                open_video(item.source, params, tmp_dir, decode_threads=decode_threads,
-                           replay_budget=memory_budget // 2) as reader:
-            # A stopped run leaves between frames; the with-blocks remove temp files.
-            result = compute_ahdi(stopping.frames_until_stopped(reader), params, representations,
-                                  memory_budget=memory_budget - reader.replay_bytes,
-                                  tmp_dir=tmp_dir)
-            return result, float(reader.fps), tuple(reader.warnings), time.perf_counter() - started
-    except Exception as exc:  # recorded per item; the graph goes on
-        return _Failure(_describe_error(item.source.describe(), exc),
-                        time.perf_counter() - started)
-    except stopping.ConversionCancelled:
-        stopping.leave_worker_process()
-        raise   # not a failure: the item stays pending
-
-
-def stage_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome:
-    """Stage one item's result (or its failure) in the store, for its shard's merge."""
-    if isinstance(computed, _Failure):
-        message = _stage_failure(store, index, computed.message)
-        return ItemOutcome(index, video_id, "failed", message, (), computed.seconds)
-    result, fps, warnings, seconds = computed
-    try:
-        rows = item_rows(result, store.params, store.representations,
-                         segments_width(store.params), f"item {index} of store {store.path}")
-        stage_item(store.path, index, store.items_per_shard,
-                   Staged(rows, fps, "\n".join(str(w) for w in warnings)))
-    except Exception as exc:
-        message = f"{video_id}: writing to the store failed: {type(exc).__name__}: {exc}"
-        message = _stage_failure(store, index, message)
-        return ItemOutcome(index, video_id, "failed", message, warnings, seconds)
-    return ItemOutcome(index, video_id, "done", "", warnings, seconds)
-
-
-def _stage_failure(store: Store, index: int, message: str) -> str:
-    # Even recording a failure can fail (disk full, store removed): the item
-    # then stays pending for the next run, and the run itself goes on.
-    try:
-        stage_failure(store.path, index, store.items_per_shard, message)
-    except Exception as exc:
-        message += (f" (and recording this in the store failed: {type(exc).__name__}: {exc};"
-                    f" the item stays pending)")
-    return message
-
-
-@dataclasses.dataclass
-class _MergeFailure:
-    shard: int
-    message: str
-
-
-def merge_task(store_path: str, shard: int, _stages: Sequence[Any] = ()):
-    """Merge one shard's staged items (after ``_stages``, its stage tasks); returns
-    what :func:`~ahdi.pipeline.shards.merge_staged` does, or a _MergeFailure."""
-    try:
-        return merge_staged(store_path, shard)
-    except Exception as exc:   # disk full, store removed: the items stay staged
-        return _MergeFailure(shard, f"writing to the store failed: {type(exc).__name__}: "
-                                    f"{exc}; its result is kept and the next run writes it")
-
 
 def stage_nodes(store: Store, items: Sequence[Any], indices: Sequence[int],
                 params: AhdiParams, representations: Sequence[str], *,

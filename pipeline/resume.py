@@ -17,7 +17,8 @@ import dataclasses
 
 import numpy as np
 
-from .schema import FRAME_CAPACITY
+from .errors import StoreError
+from .schema import FRAME_CAPACITY, face_arrays_missing
 from .shards import merge_staged, remove_staged, set_frame_width, staged_items
 from .store import Store
 from .store_files import open_root

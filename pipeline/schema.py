@@ -31,16 +31,22 @@ from ahdi.kernels.params import AhdiParams
 from ahdi.kernels.compute import REPRESENTATIONS
 
 from .errors import DatasetError, StoreError
+from .face_presence import STATUS_NAMES
 
 __all__ = ["ArraySpec", "FrameArray", "FRAME_ARRAYS", "COMPRESSORS", "array_specs",
            "array_names", "segments_width", "labels_of", "listing_columns", "label_spec",
            "check_listing", "ItemRows", "item_rows", "STORE_VERSION", "READABLE_VERSIONS",
            "IMAGE_REPRESENTATIONS", "ITEMS_PER_SHARD", "FRAME_CAPACITY", "FRAME_CHUNK",
-           "COORDINATES", "STATUSES", "RELABELING", "LISTING_COLUMNS"]
+           "COORDINATES", "STATUSES", "RELABELING", "LISTING_COLUMNS", "FACE_ARRAYS",
+           "face_arrays_missing"]
 
 # 2: every chunk has a checksum and every chunk of a done item exists.
 # 3: items stored G to an object (shards), per-frame arrays as wide as the
-#    longest video, video_id/subject/source coordinates of the item axis.
+#    longest video, video_id/subject/source coordinates of the item axis, the
+#    face track (FACE_ARRAYS). Version 3 was extended with the face track
+#    before it was released; a store laid out without it (by a development
+#    build) is read, and refused for writing with the way out
+#    (face_arrays_missing, ahdi upgrade).
 STORE_VERSION = 3
 READABLE_VERSIONS = (1, 2, 3)
 # One (S, S, 3) image per item: every representation but the mdv stack.
@@ -78,7 +84,9 @@ class FrameArray:
     Declaring one here is all a new per-frame result needs: the layout
     creates it (axis 1 is ``frame``, as wide as the longest stored video),
     :func:`item_rows` takes ``getattr(result, field)`` of shape
-    ``(T,) + tail`` and the merge writes it, NaN after the item's frames.
+    ``(T,) + tail`` and the merge writes it, ``fill`` after the item's frames.
+    ``face``: the values are the item's face track's field (``--crop track``
+    and ``align``); an item without a track holds ``fill`` everywhere.
     """
 
     name: str
@@ -87,13 +95,39 @@ class FrameArray:
     tail_dims: tuple[str, ...]
     dtype: str
     description: str
+    fill: Any = math.nan
+    face: bool = False
+
+
+#: Status codes of ``face_status``, in words (``face_presence`` defines them).
+_FACE_CODES = ", ".join(f"{code} {name}" for code, name in enumerate(STATUS_NAMES))
 
 
 #: Every per-frame array of a store, in layout order.
 FRAME_ARRAYS = (
     FrameArray("motion", "motion", (), (), "float32",
                "motion activity MA_t; row i holds n_frames[i] values, NaN after"),
+    FrameArray("face_boxes", "boxes", (4,), ("box",), "float32",
+               "face square per frame, source pixels: x, y, side, side; NaN after "
+               "n_frames and for crops other than track/align", face=True),
+    FrameArray("face_transforms", "transforms", (2, 3), ("row", "column"), "float32",
+               "similarity (2 x 3) taking frame t's pixels onto the reference frame's",
+               face=True),
+    FrameArray("face_found", "found", (), (), "bool", "the face shows on the frame",
+               fill=False, face=True),
+    FrameArray("face_status", "status", (), (), "int8",
+               f"face follower's status: {_FACE_CODES}; -1 after n_frames and for "
+               "crops other than track/align", fill=-1, face=True),
 )
+#: The per-item face arrays besides the per-frame ones: (name, dtype, fill, description).
+_FACE_ITEM_ARRAYS = (
+    ("face_found_share", "float32", math.nan,
+     "share of the frames that show the face (NaN for crops other than track/align)"),
+    ("face_reference", "int32", -1, "0-based reference frame of the face track; -1 when none"),
+)
+#: Every array of the face track (``--crop track`` / ``align``).
+FACE_ARRAYS = tuple([f.name for f in FRAME_ARRAYS if f.face]
+                    + [name for name, *_rest in _FACE_ITEM_ARRAYS])
 # Arrays every store has besides its representations, per-frame arrays and labels.
 _BASE_ARRAYS = ("video_id", "subject", "source", "status", "error", "warning", "n_frames",
                 "fps", "eps", "segments", "windows")
@@ -162,7 +196,7 @@ def frame_spec(frame: FrameArray, n: int, g: int, width: int = FRAME_CAPACITY) -
     """The array of a per-frame result: (N, width) + tail, G items x FRAME_CHUNK frames
     per inner chunk, one object per G items (the shard spans FRAME_CAPACITY frames)."""
     return ArraySpec(frame.name, (n, width) + frame.tail, (g, FRAME_CHUNK) + frame.tail,
-                     frame.dtype, math.nan, ("item", "frame") + frame.tail_dims,
+                     frame.dtype, frame.fill, ("item", "frame") + frame.tail_dims,
                      frame.description, shards=(g, FRAME_CAPACITY) + frame.tail,
                      per_frame=True)
 
@@ -249,7 +283,7 @@ def _status_specs(n: int, g: int) -> list[ArraySpec]:
 def _track_specs(n: int, params: AhdiParams, g: int) -> list[ArraySpec]:
     """Ragged per-item data: per-frame arrays, and fixed-width rows padded with the fill."""
     cap, width = params.mdv_capacity, segments_width(params)
-    return [frame_spec(frame, n, g) for frame in FRAME_ARRAYS] + [
+    return [frame_spec(frame, n, g) for frame in FRAME_ARRAYS if not frame.face] + [
         ArraySpec("segments", (n, width), (g, width), "int32", -1, ("item", "boundary"),
                   "segment boundaries, 0-based, first 0, last T; -1 after"),
         ArraySpec("windows", (n, cap, 2), (g, cap, 2), "int32", -1, ("item", "window", "edge"),
@@ -257,12 +291,34 @@ def _track_specs(n: int, params: AhdiParams, g: int) -> list[ArraySpec]:
     ]
 
 
+def _face_specs(n: int, g: int) -> list[ArraySpec]:
+    """The face track: per-frame arrays and per-item values (fill values for
+    crops that do not follow the face)."""
+    return ([frame_spec(frame, n, g) for frame in FRAME_ARRAYS if frame.face]
+            + [_per_item(name, dtype, fill, description, n, g)
+               for name, dtype, fill, description in _FACE_ITEM_ARRAYS])
+
+
+def face_arrays_missing(names: Sequence[str], version: int, path: str) -> str | None:
+    """Why a store of layout ``version`` holding arrays ``names`` lacks the face
+    track, or None (it has it, or is of version 1 or 2, which never had it)."""
+    if version != STORE_VERSION or all(name in names for name in FACE_ARRAYS):
+        return None
+    return (f"store {path} has no face track arrays (it was laid out by a development "
+            f"build of ahdi before version {STORE_VERSION} held them); run ahdi upgrade "
+            f"{path} NEW.zarr to copy it into a store that has them (nothing is "
+            f"recomputed), or use --overwrite to replace it")
+
+
 def array_names(representations: Sequence[str], labels: Sequence[str],
                 version: int = STORE_VERSION) -> list[str]:
     """Names of every array of a store (of layout ``version``) holding
-    ``representations`` and ``labels``."""
+    ``representations`` and ``labels``: what a complete layout has. The face
+    track (:data:`FACE_ARRAYS`) is not among them: a version-3 store laid
+    out before it existed is complete, and :func:`face_arrays_missing` says
+    what to do with it."""
     reps = list(representations)
-    frames = [f.name for f in FRAME_ARRAYS] if version >= 3 else ["motion"]
+    frames = [f.name for f in FRAME_ARRAYS if not f.face] if version >= 3 else ["motion"]
     return (list(_BASE_ARRAYS) + frames + reps + (["mdv_count"] if "mdv" in reps else [])
             + [f"label_{name}" for name in labels])
 
@@ -272,7 +328,10 @@ def array_specs(items: Sequence[Any], params: AhdiParams, representations: Seque
     """Every array of a store for ``items``, in the order the layout creates them;
     ``items_per_shard`` items share each stored object of an array written per item."""
     n, g = len(items), int(items_per_shard)
-    return (_image_specs(n, params, representations, g) + _listing_specs(items)
+    # The face track comes before the listing columns, whose values are
+    # written at layout: a layout cut short before it is incomplete.
+    return (_image_specs(n, params, representations, g) + _face_specs(n, g)
+            + _listing_specs(items)
             + _status_specs(n, g) + _track_specs(n, params, g))
 
 
@@ -343,13 +402,16 @@ class ItemRows:
     windows: np.ndarray         # (C, 2) int32, -1 rows after the M windows
     images: dict[str, np.ndarray]   # rep -> (S, S, 3) uint8, 'mdv' -> (M, S, S, 3)
     eps: float
+    face_found_share: float = math.nan   # NaN: no face track (a crop that does not follow)
+    face_reference: int = -1
 
 
 def _frame_values(result: Any, frame: FrameArray, t: int, who: str) -> np.ndarray:
     values = getattr(result, frame.field, None)
     if values is None:
-        raise StoreError(f"{who}: the result has no {frame.field!r}, which the store holds")
-    values = np.asarray(values, dtype=np.float64)
+        what = "face track" if frame.face else "result"
+        raise StoreError(f"{who}: the {what} has no {frame.field!r}, which the store holds")
+    values = np.asarray(values)
     if values.shape != (t,) + frame.tail:
         raise StoreError(f"{who}: {frame.field} has shape {values.shape}, "
                          f"expected {(t,) + frame.tail}")
@@ -357,7 +419,7 @@ def _frame_values(result: Any, frame: FrameArray, t: int, who: str) -> np.ndarra
 
 
 def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
-              width: int, who: str) -> ItemRows:
+              width: int, who: str, face: Any = None) -> ItemRows:
     """Check one item's result against the schema and turn it into rows.
 
     Parameters
@@ -375,6 +437,11 @@ def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
         Columns B of the store's ``segments`` array.
     who : str
         Names the item in messages.
+    face : FaceTrack, optional
+        The item's :class:`~ahdi.pipeline.face_track.FaceTrack` (``--crop
+        track`` / ``align``): fields ``boxes``, ``transforms``, ``found``,
+        ``status`` (T rows each), ``reference`` and ``found_share``. None:
+        the face arrays keep their fill values.
 
     Raises
     ------
@@ -385,7 +452,8 @@ def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
     t = int(result.n_frames)
     if not 0 <= t <= FRAME_CAPACITY:
         raise StoreError(f"{who}: n_frames={t} is outside 0..{FRAME_CAPACITY}")
-    frames = {frame.name: _frame_values(result, frame, t, who) for frame in FRAME_ARRAYS}
+    frames = {frame.name: _frame_values(face if frame.face else result, frame, t, who)
+              for frame in FRAME_ARRAYS if face is not None or not frame.face}
     windows = np.asarray(result.windows)
     if windows.size == 0:
         windows = windows.reshape(0, 2)
@@ -421,4 +489,7 @@ def item_rows(result: Any, params: AhdiParams, representations: Sequence[str],
     win_rows = np.full((cap, 2), -1, dtype=np.int32)
     win_rows[:m] = windows
     eps = math.nan if result.eps is None else float(result.eps)
-    return ItemRows(t, frames, seg_row, win_rows, images, eps)
+    if face is None:
+        return ItemRows(t, frames, seg_row, win_rows, images, eps)
+    return ItemRows(t, frames, seg_row, win_rows, images, eps,
+                    float(np.float32(face.found_share)), int(face.reference))

@@ -20,7 +20,7 @@ a lock per shard keeps writers apart (the threaded scheduler, the driver
 finishing a stopped run, :meth:`Store.write_item`); across processes the
 graph gives each shard one merge task.
 
-Per-frame arrays (``motion``; :data:`~ahdi.pipeline.schema.FRAME_ARRAYS`)
+Per-frame arrays (``motion``, the face track; :data:`~ahdi.pipeline.schema.FRAME_ARRAYS`)
 are written ``FRAME_CAPACITY`` frames wide; :mod:`ahdi.pipeline.resume`
 fits them to the longest stored video after a run.
 """
@@ -40,7 +40,7 @@ import numpy as np
 import zarr
 
 from .chunks import DamagedIndex, Presence
-from .schema import FRAME_ARRAYS, FRAME_CHUNK, ItemRows
+from .schema import FACE_ARRAYS, FRAME_ARRAYS, FRAME_CHUNK, ItemRows
 from .store_files import (consolidate, delete_objects, get_objects, list_objects, open_root,
                           put_object, remove_folder_if_empty)
 
@@ -82,7 +82,9 @@ def encode_staged(item: Staged) -> bytes:
     rows = item.rows
     if rows is not None:
         fields.update(n_frames=np.int64(rows.n_frames), eps=np.float64(rows.eps),
-                      segments=rows.segments, windows=rows.windows)
+                      segments=rows.segments, windows=rows.windows,
+                      face_found_share=np.float64(rows.face_found_share),
+                      face_reference=np.int64(rows.face_reference))
         fields.update({f"frame_{k}": v for k, v in rows.frames.items()})
         fields.update({f"image_{k}": v for k, v in rows.images.items()})
     buf = io.BytesIO()
@@ -103,7 +105,8 @@ def decode_staged(data: bytes) -> Staged | None:
                         {k[6:]: v for k, v in fields.items() if k.startswith("frame_")},
                         fields["segments"], fields["windows"],
                         {k[6:]: v for k, v in fields.items() if k.startswith("image_")},
-                        float(fields["eps"]))
+                        float(fields["eps"]), float(fields["face_found_share"]),
+                        int(fields["face_reference"]))
     except Exception:   # a damaged object: zip, CRC or content
         return None
     return Staged(rows, fps, warning, error)
@@ -159,6 +162,12 @@ def shard_lock(path: str, shard: int) -> Iterator[None]:
 def frame_names(group: zarr.Group) -> list[str]:
     """The per-frame arrays of a store."""
     return [f.name for f in FRAME_ARRAYS if f.name in group]
+
+
+def _face_values(group: zarr.Group) -> list[str]:
+    """The per-item arrays of the face track a store holds (none: laid out before them)."""
+    frames = {f.name for f in FRAME_ARRAYS}
+    return [name for name in FACE_ARRAYS if name not in frames and name in group]
 
 
 def required_chunks(arr: zarr.Array, index: int, n_frames: int = 0,
@@ -285,7 +294,7 @@ def write_shard(group: zarr.Group, shard: int, g: int, staged: dict[int, Staged]
     kept_done = {i: (int(blocks["n_frames"][i - lo]),
                      int(blocks["mdv_count"][i - lo]) if "mdv" in reps else 0)
                  for i in kept_done}
-    for name in reps + ["segments", "windows", "fps", "eps", "warning"]:
+    for name in reps + ["segments", "windows", "fps", "eps", "warning"] + _face_values(group):
         blocks[name] = w.old_rows(name, kept_done)
     blocks["error"] = w.old_rows("error", kept_any)
     done_frames = [t for i, (t, _m) in kept_done.items() if i not in w.lost]
@@ -323,6 +332,9 @@ def _put_item(blocks: dict[str, np.ndarray], fills: dict[str, Any], k: int,
     blocks["fps"][k], blocks["eps"][k] = item.fps, rows.eps
     blocks["warning"][k] = item.warning
     blocks["segments"][k], blocks["windows"][k] = rows.segments, rows.windows
+    if "face_found_share" in blocks:
+        blocks["face_found_share"][k] = rows.face_found_share
+        blocks["face_reference"][k] = rows.face_reference
     for rep, value in rows.images.items():
         if rep == "mdv":
             blocks["mdv"][k, :value.shape[0]] = value
@@ -330,7 +342,8 @@ def _put_item(blocks: dict[str, np.ndarray], fills: dict[str, Any], k: int,
         else:
             blocks[rep][k] = value
     for name, values in rows.frames.items():
-        blocks[name][k, :values.shape[0]] = values
+        if name in blocks:   # a store laid out before the face track keeps none
+            blocks[name][k, :values.shape[0]] = values
 
 
 def _write_blocks(group: zarr.Group, w: _ShardWrite, blocks: dict[str, np.ndarray]) -> None:

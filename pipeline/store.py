@@ -32,9 +32,10 @@ from ahdi.kernels.params import AhdiParams
 from . import remote
 from .chunks import DamagedIndex, Presence
 from .errors import DamagedChunkError, StoreError
+from .face_settings import FaceTrack
 from .lock import StoreLock, hold_lock
-from .schema import (FRAME_CAPACITY, FRAME_CHUNK, IMAGE_REPRESENTATIONS, READABLE_VERSIONS,
-                     STATUSES, STORE_VERSION)
+from .schema import (FACE_ARRAYS, FRAME_CAPACITY, FRAME_CHUNK, IMAGE_REPRESENTATIONS,
+                     READABLE_VERSIONS, STATUSES, STORE_VERSION, face_arrays_missing)
 from .shards import required_chunks
 from .store_files import (LAYOUT_PROBLEMS, chunk_error, is_ahdi_store, layout_problem,
                           lock_path, not_a_store_error, open_root)
@@ -153,6 +154,10 @@ class Store(StoreWrites):
         if self.version != STORE_VERSION:
             raise StoreError(f"store {self._path} has layout version {self.version}, which "
                              f"this ahdi reads but does not write; {upgrade_hint(self._path)}")
+        missing = face_arrays_missing(list(self._group().array_keys()), self.version,
+                                      self._path)
+        if missing:
+            raise StoreError(missing)
 
     def _index(self, index: int) -> int:
         i = int(index)
@@ -410,6 +415,45 @@ class Store(StoreWrites):
         t = self.n_frames(i)
         self._require(name, i, required_chunks(self._array(name), i, n_frames=t))
         return self._read(name, (i, slice(0, t)), i)
+
+    # -- face track ----------------------------------------------------------
+    @property
+    def has_face_track(self) -> bool:
+        """Does the store hold the face track arrays (every store this ahdi lays out)?"""
+        return all(name in self._group() for name in FACE_ARRAYS)
+
+    def _check_face_track(self) -> bool:
+        """True if the store has the face track, False for versions 1 and 2 (never
+        any); a version-3 store laid out without it raises StoreError (what to do)."""
+        missing = face_arrays_missing(list(self._group().array_keys()), self.version,
+                                      self._path)
+        if missing:
+            raise StoreError(missing)
+        return self.has_face_track
+
+    def face_found_shares(self, indices: Sequence[int] | None = None) -> np.ndarray:
+        """(N,) float32 share of frames showing the face, for ``indices`` (all by
+        default); NaN for items without a face track (a crop that does not
+        follow the face, an item not done, a store of version 1 or 2)."""
+        if not self._check_face_track():
+            n = self.n_items if indices is None else len(indices)
+            return np.full(n, np.nan, dtype=np.float32)
+        return self._rows("face_found_share", indices)
+
+    def face_track(self, index: int) -> FaceTrack | None:
+        """The face track of one item (``--crop track`` / ``align``), or None when
+        it has none (another crop, not done, a store of version 1 or 2).
+
+        A :class:`~ahdi.pipeline.face_track.FaceTrack` as the reader made it,
+        in float32: ``boxes`` (T, 4), ``transforms`` (T, 2, 3), ``found``
+        (T,) bool, ``status`` (T,) int8 (``face_presence`` codes),
+        ``reference`` (-1: no face found)."""
+        i = self._index(index)
+        if not self._check_face_track() or np.isnan(self._item_value("face_found_share", i)):
+            return None
+        return FaceTrack(self.frames("face_boxes", i), self.frames("face_transforms", i),
+                         self.frames("face_found", i), self.frames("face_status", i),
+                         int(self._item_value("face_reference", i)))
 
     def windows(self, index: int) -> np.ndarray:
         """(M, 2) int32 level-1 windows ``[start, stop)`` of one item."""

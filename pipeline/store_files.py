@@ -28,7 +28,7 @@ import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
-from . import remote
+from . import fence, remote
 from .errors import DamagedChunkError, StoreError
 from .schema import LISTING_COLUMNS, RELABELING, array_names
 
@@ -128,6 +128,7 @@ def list_objects(path: str, prefix: str) -> list[str]:
 
 def delete_objects(path: str, keys: Sequence[str]) -> None:
     """Delete the objects ``keys`` (one that is already gone is fine)."""
+    fence.check_write_fence(path)   # fs.rm below bypasses the fenced Zarr store
     if remote.is_remote(path) and keys:
         # one request per 1000 objects instead of one per object
         fs, root = _remote_fs(path)

@@ -34,13 +34,16 @@ class StoreWrites:
 
     # -- writing -------------------------------------------------------------
     def write_item(self, index: int, result: Any, *, fps: float | None,
-                   warnings: Sequence[str] = ()) -> None:
+                   warnings: Sequence[str] = (), face: Any = None) -> None:
         """Write every array of one item, then its status 'done' last.
 
         ``result`` has fields ``ahdi, sdi, mean, flow`` ((S, S, 3) uint8 or
         None), ``mdv`` ((M, S, S, 3) uint8 or None), ``motion`` ((T,)),
         ``eps``, ``bounds`` (1-D int or None), ``windows`` ((M, 2) int) and
-        ``n_frames`` (T). Everything is checked before anything is written,
+        ``n_frames`` (T); ``face`` is the item's
+        :class:`~ahdi.pipeline.face_track.FaceTrack` (``--crop track`` /
+        ``align``; None: the face arrays keep their fill values). Everything
+        is checked before anything is written,
         and every chunk of the item is written, even one of fill values.
         The item's shard is rewritten (its other items kept) under this
         process's lock on it: threads may write items side by side, other
@@ -52,7 +55,7 @@ class StoreWrites:
         # the layout sized segments for these parameters (schema.segments_width)
         rows = item_rows(result, self.params, self.representations,
                          int(self._array("segments").shape[1]),
-                         f"item {i} of store {self._path}")
+                         f"item {i} of store {self._path}", face)
         self._write(i, Staged(rows, math.nan if fps is None else float(fps),
                               "\n".join(str(w) for w in warnings)))
 

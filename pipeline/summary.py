@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from .errors import DamagedChunkError
 from .store import STATUSES, Store
 
 __all__ = ["summary", "format_summary", "format_number", "label_detail"]
@@ -60,6 +61,27 @@ def _label_stats(kind: str, values: np.ndarray) -> dict[str, Any]:
             "n_distinct": len(counts), "values": {k: int(n) for k, n in top}}
 
 
+def _faces(store: Store, ids: np.ndarray, status: np.ndarray,
+           damaged: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``[{index, video_id, face_found_share}]`` of the done items with a face
+    track (``--crop track`` / ``align``); a damaged chunk is listed in ``damaged``."""
+    if not store.has_face_track:
+        return []
+    done = [int(i) for i in np.flatnonzero(status == "done")]
+    try:
+        shares = dict(zip(done, store.face_found_shares(done)))
+    except DamagedChunkError:   # read item by item to name the damaged ones
+        shares = {}
+        for i in done:
+            try:
+                shares[i] = store.face_found_shares([i])[0]
+            except DamagedChunkError:
+                damaged.append({"index": i, "video_id": str(ids[i]),
+                                "array": "face_found_share"})
+    return [{"index": i, "video_id": str(ids[i]), "face_found_share": _json_number(v)}
+            for i, v in shares.items() if not math.isnan(float(v))]
+
+
 def summary(store: Store) -> dict[str, Any]:
     """Describe a store as a JSON-serialisable dict (``ahdi inspect --json``).
 
@@ -74,7 +96,9 @@ def summary(store: Store) -> dict[str, Any]:
         ``path, dataset, source, created, param_hash, params, versions,
         representations, size, n_items, counts {done, failed, pending},
         labels {name: {kind, n_missing, ...}}, failures [{index, video_id,
-        error}], warnings [{index, video_id, warning}], damaged [{index,
+        error}], warnings [{index, video_id, warning}], faces [{index,
+        video_id, face_found_share}] (done items of ``--crop track`` /
+        ``align``: the share of frames showing the face), damaged [{index,
         video_id, array}]``: items whose status, error or warning chunk
         cannot be read back (their status is counted nowhere; ``ahdi
         verify`` checks every chunk). Numeric labels add
@@ -96,6 +120,7 @@ def summary(store: Store) -> dict[str, Any]:
                 for i in np.flatnonzero(status == "failed")]
     warnings = [{"index": int(i), "video_id": str(ids[i]), "warning": str(warns[i])}
                 for i in range(len(ids)) if str(warns[i])]
+    faces = _faces(store, ids, status, damaged)
     return {
         "path": store.path,
         "dataset": str(attrs.get("dataset", "")),
@@ -111,6 +136,7 @@ def summary(store: Store) -> dict[str, Any]:
         "labels": labels,
         "failures": failures,
         "warnings": warnings,
+        "faces": faces,
         "damaged": damaged,
     }
 
@@ -168,6 +194,13 @@ def _head_lines(summary: dict[str, Any]) -> list[str]:
         ("items", f"{summary['n_items']}: {c['done']} done, {c['failed']} failed, "
                   f"{c['pending']} pending"),
     ]
+    faces = summary.get("faces") or []
+    if faces:
+        low = min(faces, key=lambda e: e["face_found_share"])
+        mean = sum(e["face_found_share"] for e in faces) / len(faces)
+        head.append(("faces", f"found on {mean:.0%} of the frames of {len(faces)} tracked "
+                              f"items on average; fewest: {low['face_found_share']:.0%} "
+                              f"([{low['index']}] {low['video_id']})"))
     width = max(len(k) for k, _ in head)
     return [f"{k:<{width}}  {v}" for k, v in head]
 

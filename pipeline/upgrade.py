@@ -96,7 +96,9 @@ def _item(old: Store, i: int, row: dict[str, Any]) -> Staged:
 
 def upgrade_store(old_path: str | os.PathLike, new_path: str | os.PathLike, *,
                   on_item: Callable[[int], None] | None = None) -> UpgradeReport:
-    """Copy the store at ``old_path`` (layout version 1 or 2) into a version-3 store.
+    """Copy the store at ``old_path`` (layout version 1 or 2, or a version-3 store
+    laid out before the face track) into a version-3 store; the face arrays of
+    the copied items hold their fill values (no face track recorded).
 
     Parameters
     ----------
@@ -124,7 +126,7 @@ def upgrade_store(old_path: str | os.PathLike, new_path: str | os.PathLike, *,
     old_path = remote.absolute(os.fspath(old_path))
     new_path = remote.absolute(os.fspath(new_path))
     old = open_store(old_path)
-    if old.version == STORE_VERSION:
+    if old.version == STORE_VERSION and old.has_face_track:
         raise StoreError(f"store {old_path} already has layout version {STORE_VERSION}; "
                          f"there is nothing to upgrade")
     if old_path == new_path:

@@ -28,7 +28,7 @@ import zarr
 from .chunks import DamagedIndex
 from .errors import DamagedChunkError
 from .resume import fit_frame_width
-from .schema import IMAGE_REPRESENTATIONS
+from .schema import FACE_ARRAYS, IMAGE_REPRESENTATIONS
 from .shards import frame_names, required_chunks
 from .store import Store, open_store
 from .store_files import leftover_files, open_root, remove_files
@@ -187,6 +187,8 @@ def _check(store: Store, report: VerifyReport) -> None:
     reps = store.representations
     names = ["error", "warning", "fps", "eps", "segments", "windows"]
     names += [r for r in reps if r in IMAGE_REPRESENTATIONS]
+    names += [name for name in FACE_ARRAYS if name in check.group
+              and check.group[name].ndim == 1]   # per item; the per-frame ones below
     for name in names:
         check.rows(name, done)
     frames = check.rows("n_frames", done, keep=True)     # and the curves they call for

@@ -38,8 +38,10 @@ from .archives import Archive
 from .decoding import ffmpeg_says, open_capture, to_rgb8
 from .errors import VideoError
 from .face import center_box, face_box, landmarks_box
+from .face_presence import no_face_warning
 from .face_samples import SEEK_MIN_FRAMES, FaceSearchFrames
-from .face_track import FaceFollower, FaceTrack, TrackSettings
+from .face_settings import FaceTrack, TrackSettings
+from .face_track import FaceFollower
 from .files import IMAGE_EXTS, check_readable
 from .sources import VideoSource
 
@@ -209,7 +211,7 @@ class VideoReader(FaceSearchFrames):
             return self._landmark_box()
         box = face_box(self._sample_frames(), w, h)
         if box is None:
-            self.warnings.append(f"no face found in {self.source.describe()}; used a center crop")
+            self.warnings.append(no_face_warning(self.source.describe()))
             return center_box(w, h)
         return box
 

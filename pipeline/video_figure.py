@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import StoreError
+from .face_presence import frame_ranges
+from .face_settings import FaceTrack
 from .figures import REP_TITLES, label_caption, render_figure, resize_square
 from .store import IMAGE_REPRESENTATIONS, Store
 
@@ -168,6 +170,46 @@ def _motion_band(bands: _Bands, motion: np.ndarray, eps: float, bounds: np.ndarr
     bands.add(height, draw)
 
 
+def _face_band(bands: _Bands, track: FaceTrack, height: int = 200) -> None:
+    """The face track under the motion curve: the square's centre x and y and its
+    side (source pixels) against frame; frames without a face shaded."""
+    left, right, top, bottom = 64, 20, 26, 36
+    boxes = np.asarray(track.boxes, dtype=np.float64)
+    t = boxes.shape[0]
+    faceless = frame_ranges(~np.asarray(track.found, bool))
+
+    def draw(fig, box):
+        from matplotlib.ticker import MaxNLocator
+
+        ax = fig.add_axes(box(left, top, bands.width - left - right, height - top - bottom))
+        frames = np.arange(t)
+        for k, (first, last) in enumerate(faceless):   # 1-based, inclusive
+            ax.axvspan(first - 1.5, last - 0.5, color="#d9d9d9", linewidth=0, gid="faceless",
+                       label="no face" if k == 0 else "_nolegend_")
+        side = boxes[:, 2]
+        for values, name, color, gid in ((boxes[:, 0] + side / 2, "centre x", "tab:purple",
+                                          "face_x"),
+                                         (boxes[:, 1] + side / 2, "centre y", "tab:orange",
+                                          "face_y"),
+                                         (side, "size", "tab:brown", "face_size")):
+            ax.plot(frames, values, color=color, linewidth=1.5 if t < 400 else 1,
+                    label=name, gid=gid)
+        ax.set_xlim(0, max(t - 1, 1))
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=8, steps=[1, 2, 5, 10], integer=True,
+                                                   min_n_ticks=2))
+        ax.grid(axis="y", color="#e1e1e1", linewidth=0.8)
+        ax.set_axisbelow(True)
+        ax.set_ylabel("face (source px)", fontsize=9)
+        ax.set_xlabel("frame", fontsize=9)
+        ax.tick_params(labelsize=8)
+        share = f"face on {track.found_share:.0%} of frames"
+        ax.set_title(share if track.reference >= 0 else "no face found: centre crop",
+                     fontsize=9, loc="left", pad=4)
+        ax.legend(loc="lower right", bbox_to_anchor=(1, 1), ncol=4, frameon=False,
+                  fontsize=8, borderaxespad=0.3)
+    bands.add(height, draw)
+
+
 def _image_axes(fig, rect: list[float], img: np.ndarray, side: int):
     """An axes showing ``img`` resized to its on-screen ``side`` (no resampling blur)."""
     ax = fig.add_axes(rect)
@@ -256,6 +298,9 @@ def _video_figure(store: Store, index_or_video_id: int | str) -> Figure:
         _text_band(bands, _shorten(label_text, 120), 9.5, 24)
     _motion_band(bands, np.asarray(store.motion(i), dtype=np.float64), store.eps(i),
                  np.asarray(bounds).reshape(-1), fixed, fps)
+    track = store.face_track(i) if store.has_face_track else None
+    if track is not None and t:
+        _face_band(bands, track)
     if "mdv" in store.representations:
         _mdv_bands(bands, store.mdv(i), windows)
     singles = [(REP_TITLES[r], store.image(r, i)) for r in IMAGE_REPRESENTATIONS
@@ -271,7 +316,9 @@ def video_plot(store: Store, index_or_video_id: int | str) -> np.ndarray:
     Top to bottom: a title (id, status, frames, fps) and a line of labels;
     the motion activity MA_t against frame (integer ticks) with ``eps``
     dashed and the segment boundaries as vertical lines (the window starts
-    in fixed mode); the MDV window images in rows (with their frame ranges
+    in fixed mode); for ``--crop track`` / ``align``, the face track (the
+    square's centre and side in source pixels, frames without a face
+    shaded); the MDV window images in rows (with their frame ranges
     when large enough); the AHDI and any SDI, mean and flow images, titled.
     Drawn with matplotlib, so ids and labels in any script show as written.
 

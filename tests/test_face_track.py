@@ -19,6 +19,7 @@ from ahdi.kernels import AhdiParams, compute_ahdi
 from ahdi.kernels import registration as rg
 from ahdi.kernels.motion import resize_to
 from ahdi.pipeline import face_presence as presence
+from ahdi.pipeline import face_settings as fs
 from ahdi.pipeline import face_track as tr
 from ahdi.pipeline.cli import main
 from ahdi.pipeline.sources import VideoSource
@@ -129,7 +130,7 @@ def test_warning_texts_name_the_frames():
     found[10:20] = False
     status = np.full(n, presence.REGISTERED, np.int8)
     status[30:32] = presence.DETECTED
-    track = tr.FaceTrack(np.zeros((n, 4)), np.zeros((n, 2, 3)), found, status, reference=0)
+    track = fs.FaceTrack(np.zeros((n, 4)), np.zeros((n, 2, 3)), found, status, reference=0)
     assert presence.presence_warnings(track, "v.mp4", 0.9, 3) == [
         "v.mp4: a face is found on 75% of its 40 frames (none on frames 11-20)",
         "v.mp4: the face disappears at frame 11 and reappears at frame 21 (a scene cut?)",
@@ -273,7 +274,7 @@ def test_frames_before_the_first_face_are_registered_backwards(carphone, cartoon
 
 
 def test_a_queue_over_budget_lets_the_waiting_frames_go_with_a_centre_crop(carphone, cartoon):
-    small = tr.TrackSettings(queue_bytes=3 * cartoon[0].nbytes)
+    small = fs.TrackSettings(queue_bytes=3 * cartoon[0].nbytes)
     follower, out = follow(cartoon[:12] + carphone[:20], settings=small)
     assert len(out) == 32
     status = follower.track.status
@@ -381,5 +382,194 @@ def test_convert_a_folder_with_a_tracked_crop(face_folder, tmp_path, crop):
     assert "none on frames 51-90" in warnings["spliced"]
     summary = json.loads(CliRunner().invoke(main, ["inspect", str(out), "--json"]).output)
     assert summary["counts"]["done"] == 2
+    shares = {e["video_id"]: e["face_found_share"] for e in summary["faces"]}
+    assert shares == {"talk": 1.0, "spliced": pytest.approx(90 / 130)}
+    plot = tmp_path / "spliced.png"
+    result = CliRunner().invoke(main, ["inspect", str(out), "--video", "spliced", "--plot",
+                                       str(plot)])
+    assert result.exit_code == 0 and cv2.imread(str(plot)) is not None, result.output
     text = CliRunner().invoke(main, ["inspect", str(out)]).output
     assert "the face disappears at frame 51 and reappears at frame 91 (a scene cut?)" in text
+
+
+# ----------------------------------------------------------------------
+# the face track in the store
+# ----------------------------------------------------------------------
+def a_track(t: int, seed: int = 0, reference: int = 2) -> fs.FaceTrack:
+    """A made-up track of ``t`` frames: no face on the first two, held on one."""
+    rng = np.random.default_rng(seed)
+    found = np.ones(t, bool)
+    found[:2] = False
+    status = np.full(t, presence.REGISTERED, np.int8)
+    status[:2], status[5] = presence.NO_FACE_YET, presence.HELD
+    return fs.FaceTrack(rng.uniform(0, 300, (t, 4)), rng.normal(size=(t, 2, 3)), found,
+                        status, reference)
+
+
+def test_the_store_keeps_each_item_s_face_track(tmp_path):
+    from tests.test_store import make_result, new_store
+
+    store = new_store(tmp_path)
+    track = a_track(50)
+    store.write_item(0, make_result(0), fps=25.0, face=track)
+    store.write_item(1, make_result(1), fps=25.0)             # a crop that does not follow
+    got = open_store(store.path).face_track(0)
+    np.testing.assert_array_equal(got.boxes, track.boxes.astype(np.float32))
+    np.testing.assert_array_equal(got.transforms, track.transforms.astype(np.float32))
+    np.testing.assert_array_equal(got.found, track.found)
+    np.testing.assert_array_equal(got.status, track.status)
+    assert got.boxes.dtype == np.float32 and got.status.dtype == np.int8
+    assert got.reference == 2 and got.found_share == pytest.approx(48 / 50)
+    reread = open_store(store.path)
+    assert reread.face_track(1) is None and reread.face_track(2) is None   # none, pending
+    np.testing.assert_array_equal(reread.face_found_shares(),
+                                  np.array([48 / 50, np.nan, np.nan, np.nan], np.float32))
+    # fill values after the item's frames and for items without a track
+    import zarr
+
+    g = zarr.open_group(store.path, mode="r")
+    assert np.isnan(g["face_boxes"][0, 50:]).all() and (g["face_status"][0, 50:] == -1).all()
+    assert (g["face_status"][1] == -1).all() and not g["face_found"][1].any()
+    assert g["face_reference"][:].tolist() == [2, -1, -1, -1]
+
+
+def test_verify_checks_the_face_track(tmp_path):
+    from ahdi.pipeline.verify import verify_store
+    from tests.test_store import make_result, new_store
+
+    store = new_store(tmp_path)
+    store.write_item(0, make_result(0), fps=25.0, face=a_track(50))
+    assert verify_store(store.path).ok
+    (tmp_path / "out.zarr" / "face_status" / "c" / "0" / "0").unlink()
+    report = verify_store(store.path)
+    assert [(p.array, p.index) for p in report.problems] == [("face_status", 0)]
+
+
+def test_a_face_track_of_the_wrong_length_is_refused(tmp_path):
+    from ahdi.pipeline.errors import StoreError
+    from tests.test_store import make_result, new_store
+
+    store = new_store(tmp_path)
+    with pytest.raises(StoreError, match=r"^item 0 of store .*: boxes has shape \(49, 4\), "
+                                         r"expected \(50, 4\)$"):
+        store.write_item(0, make_result(0), fps=25.0, face=a_track(49))
+
+
+def _without_face_arrays(path) -> None:
+    """What a development build of version 3 laid out: no face track arrays."""
+    import shutil
+
+    import zarr
+
+    from ahdi.pipeline.schema import FACE_ARRAYS
+
+    for name in FACE_ARRAYS:
+        shutil.rmtree(path / name)
+    zarr.consolidate_metadata(str(path))
+
+
+def test_a_store_without_the_face_track_says_what_to_do(tmp_path):
+    from ahdi.pipeline.errors import StoreError
+    from ahdi.pipeline.upgrade import upgrade_store
+    from tests.test_store import make_result, new_store
+
+    store = new_store(tmp_path)
+    store.write_item(0, make_result(0), fps=25.0)
+    path = tmp_path / "out.zarr"
+    _without_face_arrays(path)
+    old = open_store(path)
+    assert old.counts()["done"] == 1 and not old.has_face_track   # still read
+    message = (f"store {old.path} has no face track arrays (it was laid out by a development "
+               f"build of ahdi before version 3 held them); run ahdi upgrade {old.path} "
+               f"NEW.zarr to copy it into a store that has them (nothing is recomputed), "
+               f"or use --overwrite to replace it")
+    with pytest.raises(StoreError) as refused:
+        old.face_track(0)
+    assert str(refused.value) == message
+    with pytest.raises(StoreError) as refused:
+        open_store(path, mode="r+").write_item(1, make_result(1), fps=25.0)
+    assert str(refused.value) == message
+    report = upgrade_store(path, tmp_path / "new.zarr")
+    new = open_store(tmp_path / "new.zarr")
+    assert report.counts["done"] == 1 and new.has_face_track and new.face_track(0) is None
+    np.testing.assert_array_equal(new.image("ahdi", 0), old.image("ahdi", 0))
+
+
+def test_a_late_face_s_queue_and_the_frame_buffer_share_the_budget(carphone, cartoon):
+    """Frames smaller than S x S grow on their way from the follower's queue into the
+    buffer, so both peak together: their sum stays within the budget (byte counters)."""
+    from ahdi.kernels.buffer import FrameBuffer
+    from ahdi.pipeline.tasks import frame_budgets
+
+    size = (176, 144)     # carphone's own size, shown at S = 448: frames grow 8x
+    clip = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in cartoon[:20]
+            + carphone[:30]]
+    raw = clip[0].nbytes
+    budget = 4 * 26 * raw           # the quarter for the queue holds the 24 frames before the face
+
+    def peak(queue_bytes: int, buffer_bytes: int) -> int:
+        follower = tr.FaceFollower(448, "align",
+                                   settings=fs.TrackSettings(queue_bytes=queue_bytes))
+        pulled = 0
+
+        def frames():
+            nonlocal pulled
+            for frame in clip:
+                pulled += 1
+                yield frame
+
+        most = 0
+        with FrameBuffer((448, 448, 3), buffer_bytes) as buffer:
+            for out, frame in enumerate(follower.frames(frames()), 1):
+                buffer.append(frame)
+                most = max(most, (pulled - out) * raw + buffer.memory_bytes)
+        # every frame before the face waited in the queue (none let go with a centre crop)
+        assert follower.track.reference >= 20
+        assert (follower.track.status != presence.NO_FACE_YET).all()
+        return most
+
+    assert peak(*frame_budgets(budget, "align")) <= budget
+    assert frame_budgets(budget, "face") == (budget // 2, budget)
+    assert peak(budget // 2, budget) > budget           # the split before: over the budget
+
+
+@pytest.mark.slow
+def test_the_face_track_is_stored_the_same_by_every_scheduler(face_folder, tmp_path):
+    from ahdi.pipeline.graph import convert
+    from ahdi.pipeline.resolve import resolve_source
+    from tests.fixtures import store_chunk_files
+
+    items = resolve_source(str(face_folder["root"]))[1]
+    params = AhdiParams(size=32, crop="align")
+    stores = {}
+    for scheduler in ("threads", "sync"):
+        stores[scheduler] = tmp_path / f"{scheduler}.zarr"
+        report = convert(items, stores[scheduler], params, ("ahdi",), scheduler=scheduler,
+                         workers=2)
+        assert report.done == 2
+    assert store_chunk_files(stores["threads"]) == store_chunk_files(stores["sync"])
+    store = open_store(stores["threads"])
+    tracks = {vid: store.face_track(i) for i, vid in enumerate(store.video_ids())}
+    assert tracks["talk"].found.all() and tracks["talk"].reference == 0
+    spliced = tracks["spliced"]
+    assert spliced.boxes.shape == (130, 4) and spliced.transforms.shape == (130, 2, 3)
+    assert spliced.found_share == pytest.approx(90 / 130, abs=1e-6)
+    assert not spliced.found[50:90].any()
+    shares = dict(zip(store.video_ids(), store.face_found_shares().tolist()))
+    assert shares == {"talk": 1.0, "spliced": pytest.approx(90 / 130)}
+
+
+def test_converting_into_a_store_without_the_face_track_is_refused(folder_tree, tmp_path):
+    from ahdi.pipeline.errors import StoreError
+    from ahdi.pipeline.graph import convert
+    from ahdi.pipeline.resolve import resolve_source
+
+    items = resolve_source(str(folder_tree["root"]))[1][:2]
+    params = AhdiParams(size=16, patch=3, crop="center", n_segments=3, min_len=2)
+    path = tmp_path / "s.zarr"
+    convert(items[:1], path, params, ("ahdi",), scheduler="sync")
+    _without_face_arrays(path)
+    with pytest.raises(StoreError, match=r"^store .*s\.zarr has no face track arrays .* run "
+                                         r"ahdi upgrade .*s\.zarr NEW\.zarr"):
+        convert(items[:1], path, params, ("ahdi",), scheduler="sync")
+    assert open_store(path).counts()["done"] == 1        # nothing lost

@@ -365,7 +365,7 @@ def test_an_unwritable_tmp_dir_is_refused(tmp_path, monkeypatch):
 def test_a_clip_whose_frames_never_change_warns(tmp_path, value, black):
     path = fx.make_blank_video(tmp_path / "still.mp4", n=8, value=value)
     item = Item("still", VideoSource("file", str(path)), "s")
-    result, _fps, warnings, _s = compute_task(item, P, ("ahdi",), 2**24, None)
+    result, _fps, warnings, _s, _face = compute_task(item, P, ("ahdi",), 2**24, None)
     assert not result.ahdi.any()  # why the warning matters: a blank image
     assert warnings == (f"{path}: its 8 frames never change{black}; its dynamic images are "
                         "blank",)

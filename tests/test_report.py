@@ -359,3 +359,103 @@ def test_plot_write_failure_names_the_file(tmp_path):
     target = tmp_path / "file" / "lc.png"
     with pytest.raises(OSError, match=re.escape(str(target))):
         plots.learning_curves({"train": [1.0, 0.5]}, target)
+
+
+# ----------------------------------------------------------------------------
+# the face track in pictures (--crop track / align)
+# ----------------------------------------------------------------------------
+def _track(t: int, faceless: slice | None = None):
+    from ahdi.pipeline import face_presence as presence
+    from ahdi.pipeline.face_settings import FaceTrack
+
+    frames = np.arange(t, dtype=np.float64)
+    boxes = np.stack([100 + frames, 50 + 0.5 * frames, np.full(t, 80.0), np.full(t, 80.0)], 1)
+    found = np.ones(t, bool)
+    status = np.full(t, presence.REGISTERED, np.int8)
+    if faceless is not None:
+        found[faceless], status[faceless] = False, presence.HELD
+    return FaceTrack(boxes, np.tile(np.eye(2, 3), (t, 1, 1)), found, status, 0)
+
+
+@pytest.fixture(scope="module")
+def face_store(tmp_path_factory):
+    """Three done items of 24 frames: a clean track; a track without a face on
+    frames 9-16 (its warnings as the follower words them); no track, no face."""
+    from ahdi.pipeline.face_presence import no_face_warning, presence_warnings
+
+    items = [types.SimpleNamespace(video_id=f"f{i}", subject="s", labels={},
+                                   source=FakeSource(f"/v/f{i}.mp4")) for i in range(3)]
+    path = tmp_path_factory.mktemp("faces") / "store.zarr"
+    st = create_store(path, items, PARAMS, ("ahdi",), dataset="faces", source="synthetic")
+    gone = _track(24, slice(8, 16))
+    for i, (track, warnings) in enumerate([
+            (_track(24), []), (gone, presence_warnings(gone, "f1.mp4", 0.9, 3)),
+            (None, [no_face_warning("f2.mp4")])]):
+        st.write_item(i, compute_ahdi(blob_frames(24, S, S, seed=i), PARAMS, ("ahdi",)),
+                      fps=25.0, warnings=warnings, face=track)
+    return open_store(path)
+
+
+def _face_axes(fig):
+    return [ax for ax in fig.axes if any(line.get_gid() == "face_x" for line in ax.lines)]
+
+
+def test_video_plot_draws_the_face_track_under_the_motion_curve(face_store):
+    fig = video_figure._video_figure(face_store, "f1")
+    (ax,) = _face_axes(fig)
+    lines = {line.get_gid(): line for line in ax.lines}
+    np.testing.assert_allclose(lines["face_x"].get_ydata(), 140 + np.arange(24))   # x + side / 2
+    np.testing.assert_allclose(lines["face_y"].get_ydata(), 90 + 0.5 * np.arange(24))
+    np.testing.assert_allclose(lines["face_size"].get_ydata(), 80)
+    shaded = [p for p in ax.patches if p.get_gid() == "faceless"]
+    assert len(shaded) == 1
+    x0, x1 = sorted(shaded[0].get_x() + d for d in (0, shaded[0].get_width()))
+    assert (x0, x1) == (7.5, 15.5)                          # frames 8-15 (0-based)
+    assert ax.get_title(loc="left") == "face on 67% of frames"
+    motion = _motion_axes(fig)
+    assert motion.get_position().y0 > ax.get_position().y0  # under the motion curve
+    assert _face_axes(video_figure._video_figure(face_store, "f2")) == []   # no track
+
+
+def test_montage_marks_the_items_with_face_warnings(face_store, store):
+    assert figures.face_warned(face_store, [0, 1, 2]) == {1, 2}
+    img = figures.montage(face_store, columns=3, tile=40)
+    mark = np.all(img == figures._FACE_MARK, axis=-1)
+    # the legend's square in the head (its first 31 + 20 rows), two bordered tiles
+    # (3 px on each side of a 40 px image) in the grid below
+    assert np.flatnonzero(mark[:51].any(axis=1)).size
+    columns = np.flatnonzero(mark[51:].any(axis=0))
+    assert mark[51:].sum() == 2 * (46 * 46 - 40 * 40)
+    assert columns.min() > 110 + 6                         # the first item has no border
+    plain = figures.montage(face_store, indices=[0], tile=40)
+    assert not np.all(plain == figures._FACE_MARK, axis=-1).any()
+    assert plain.shape[0] < img.shape[0]                   # no legend line either
+
+
+def test_every_face_warning_is_recognised():
+    from ahdi.pipeline import face_presence as presence
+
+    late = _track(30, slice(0, 5))
+    late.reference = 5
+    cut = _track(30, slice(10, 20))
+    cut.status[25] = presence.DETECTED
+    gone = _track(30, slice(20, 30))
+    lines = (presence.presence_warnings(late, "a.mp4", 0.9, 3)
+             + presence.presence_warnings(cut, "a.mp4", 0.9, 3)
+             + presence.presence_warnings(gone, "a.mp4", 0.9, 3)
+             + [presence.no_face_warning("a.mp4")])
+    assert len(lines) == 8          # share, not yet; share, cut, detected; share, gone; none
+    assert all(presence.is_face_warning(line) for line in lines), lines
+    assert presence.has_face_warning("a.mp4: its 8 frames never change\n" + lines[0])
+    assert not presence.has_face_warning("a.mp4: its 8 frames never change; its dynamic "
+                                         "images are blank")
+    assert not presence.has_face_warning("")
+
+
+def test_inspect_json_gives_each_tracked_item_s_face_share(face_store):
+    s = summary(face_store)
+    assert s["faces"] == [{"index": 0, "video_id": "f0", "face_found_share": 1.0},
+                          {"index": 1, "video_id": "f1",
+                           "face_found_share": pytest.approx(16 / 24)}]
+    assert ("faces       found on 83% of the frames of 2 tracked items on average; "
+            "fewest: 67% ([1] f1)") in format_summary(s)

@@ -575,9 +575,10 @@ def test_array_specs_match_the_layout(tmp_path):
     written = {s.name for s in specs if s.values is not None}
     assert written == {"video_id", "subject", "source", "label_pain", "label_sex"}
     assert all((s.shards or s.chunks)[0] == 64 for s in specs if s.name not in written)
-    assert {s.name for s in specs if s.per_frame} == {"motion"}
+    face_frames = {"face_boxes", "face_transforms", "face_found", "face_status"}
+    assert {s.name for s in specs if s.per_frame} == {"motion"} | face_frames
     assert {s.name for s in specs if s.shards} == {"ahdi", "mdv", "sdi", "mean", "flow",
-                                                   "motion"}
+                                                   "motion"} | face_frames
     assert array_specs(make_items(4), PARAMS, list(REPS), items_per_shard=8)[0].shards[0] == 8
 
 
@@ -643,8 +644,13 @@ def _flip(file: Path) -> None:
 def test_array_names_match_the_schema():
     from ahdi.pipeline.schema import array_names
 
+    from ahdi.pipeline.schema import FACE_ARRAYS
+
     specs = array_specs(make_items(4), PARAMS, list(REPS))
-    assert sorted(array_names(REPS, ["pain", "sex"])) == sorted(s.name for s in specs)
+    # the face track is not part of a complete layout (a store laid out before it
+    # is complete, and refused for writing by name: tests/test_face_track.py)
+    assert sorted(array_names(REPS, ["pain", "sex"]) + list(FACE_ARRAYS)) == sorted(
+        s.name for s in specs)
 
 
 def test_every_chunk_of_a_done_item_is_written(tmp_path):

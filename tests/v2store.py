@@ -20,7 +20,8 @@ import zarr
 
 from ahdi.kernels.params import AhdiParams
 from ahdi.pipeline.layout import _root_attributes
-from ahdi.pipeline.schema import COMPRESSORS, FRAME_CAPACITY, FRAME_CHUNK, array_specs, item_rows
+from ahdi.pipeline.schema import (COMPRESSORS, FACE_ARRAYS, FRAME_CAPACITY, FRAME_CHUNK,
+                                  array_specs, item_rows)
 
 __all__ = ["make_v2_store", "write_v2_item", "write_v2_failure"]
 
@@ -44,6 +45,8 @@ def make_v2_store(path: str | os.PathLike, items: Sequence[Any], params: AhdiPar
     del attrs["items_per_shard"], attrs["coordinates"]
     group = zarr.open_group(str(path), mode="w-", zarr_format=3, attributes=attrs)
     for spec in array_specs(items, params, representations):
+        if spec.name in FACE_ARRAYS:      # version 2 never held a face track
+            continue
         spec = _v2_spec(spec)
         arr = group.create_array(spec.name, shape=spec.shape, chunks=spec.chunks,
                                  dtype=spec.dtype, fill_value=spec.fill_value,
