@@ -195,6 +195,24 @@ def test_register_recovers_a_known_motion_of_a_real_face(carphone):
     assert agree.mean() > 0.8
 
 
+def test_a_jump_beyond_one_pyramid_level_is_recovered_by_the_wider_retry(carphone):
+    # LK 9 / 1 level reaches about 9 analysis px; the follower retries a failed
+    # fit with wide_levels (2) before it counts the face as lost.
+    follower = tr.FaceFollower(S)
+    follower._frame_wh = (carphone[0].shape[1], carphone[0].shape[0])
+    assert follower._start(carphone[0], 0)
+    anchor, settings = follower._reference, follower.settings
+    side = settings.analysis_side
+    truth = np.array([[1.0, 0.0, 14.0], [0.0, 1.0, 0.0]])
+    moved = cv2.warpAffine(anchor.grey, truth, (side, side), flags=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE)
+    narrow = rg.register(anchor, moved, follower._grid, settings)
+    assert narrow is None or np.abs(narrow[0][0, 2] - 14.0) > 1.0
+    fit, _agree = rg.register(anchor, moved, follower._grid, settings,
+                              levels=settings.wide_levels)
+    assert np.abs(fit - truth).max() < 0.05 * side and abs(fit[0, 2] - 14.0) < 1.0
+
+
 def test_align_recovers_a_posed_face_s_motion_to_a_pixel(carphone):
     frames = [carphone[0]] * 120  # one real frame, painted expression, known motion
     follower, out = follow(syn.moving_clip(2, frames))
