@@ -19,7 +19,8 @@ import numpy as np
 
 from .errors import StoreError
 from .schema import FRAME_CAPACITY, face_arrays_missing
-from .shards import merge_staged, remove_staged, set_frame_width, staged_items
+from .shards import (merge_staged, remove_staged, set_frame_width, staged_failures,
+                     staged_items)
 from .store import Store
 from .store_files import open_root
 
@@ -38,15 +39,21 @@ def plan_run(store: Store) -> RunPlan:
     """Plan a run into ``store`` (open 'r+', its lock held); widen per-frame arrays.
 
     Done items are skipped (a damaged status reads as pending: redone);
-    staged items that are not done are merged, not computed; staged
-    objects of done items (a merge killed after its status write) go.
+    staged results that are not done are merged, not computed, but staged
+    failures are computed again, as recorded failures are (a rerun retries
+    failed items); staged objects of done items (a merge killed after its
+    status write) go.
     """
     set_frame_width(store.path, FRAME_CAPACITY)
     status = store.statuses(unreadable="pending")
     staged = staged_items(store.path)
-    remove_staged(store.path, [key for i, key in staged.items() if status[i] == "done"])
-    waiting = sorted(i for i in staged if status[i] != "done")
-    todo = [i for i in range(store.n_items) if status[i] != "done" and i not in staged]
+    retried = set(staged_failures(store.path, {i: key for i, key in staged.items()
+                                              if status[i] != "done"}))
+    remove_staged(store.path, [key for i, key in staged.items()
+                               if status[i] == "done" or i in retried])
+    waiting = sorted(i for i in staged if status[i] != "done" and i not in retried)
+    todo = [i for i in range(store.n_items)
+            if status[i] != "done" and (i not in staged or i in retried)]
     return RunPlan(todo, waiting)
 
 

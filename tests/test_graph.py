@@ -78,6 +78,29 @@ def test_bad_items_fail_alone(tmp_path):
     assert errors["text"] == status["text"].error
 
 
+def test_a_failure_staged_by_a_killed_run_is_retried_like_a_recorded_one(tmp_path):
+    # A run killed between an item's stage and its shard's merge leaves the
+    # staged failure behind; the rerun computes that item again (as it does a
+    # recorded failure) and reports it, instead of merging the old message.
+    from ahdi.pipeline.shards import stage_failure, staged_items
+
+    root = tmp_path / "mixed"
+    fx.write_video(root / "good.mp4", fx.blob_frames(8))
+    (root / "text.mp4").write_text("this is not a video\n")
+    _, items = resolve_source(str(root))
+    path = tmp_path / "s.zarr"
+    convert(items, path, PARAMS, REPS)
+    store = open_store(path)
+    bad = list(store.video_ids()).index("text")
+    stage_failure(str(path), bad, store.items_per_shard, "an earlier run's message")
+    seen = []
+    report = convert(items, path, PARAMS, REPS, on_outcome=seen.append)
+    assert [(o.index, o.status) for o in seen] == [(bad, "failed")]
+    assert report.skipped == 1
+    assert "text.mp4" in open_store(path).errors()[bad]
+    assert staged_items(str(path)) == {}
+
+
 def test_resume_redoes_only_missing_items(threaded_store, items, tmp_path):
     import shutil
 
