@@ -340,47 +340,36 @@ _LK_CRITERIA = (cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01)
 
 
 def follow_points(anchor_grey: np.ndarray, grey: np.ndarray, points: np.ndarray, window: int,
-                  levels: int, fb_px: float | None) -> tuple[np.ndarray, np.ndarray]:
-    """LK positions of ``points`` from ``anchor_grey`` in ``grey``, and which to trust.
+                  levels: int) -> tuple[np.ndarray, np.ndarray]:
+    """LK positions of ``points`` from ``anchor_grey`` in ``grey``, and which LK found.
 
-    With ``fb_px``, a point is trusted when LK followed it back to within
-    ``fb_px`` of where it started (occluded or changed points do not).
+    No forward-backward check: the Huber fit and the agreement count
+    already discount the points LK loses, and the way back cost a third of
+    the registration while changing the invariance by less than its spread.
     """
     lk = dict(winSize=(window, window), maxLevel=levels, criteria=_LK_CRITERIA)
     moved, status, _ = cv2.calcOpticalFlowPyrLK(anchor_grey, grey, points, None, **lk)
-    good = status[:, 0] == 1
-    if fb_px is not None:
-        back, status_back, _ = cv2.calcOpticalFlowPyrLK(grey, anchor_grey, moved, None, **lk)
-        error = np.sqrt(((back - points)[:, 0] ** 2).sum(axis=1))
-        good &= (status_back[:, 0] == 1) & (error < fb_px)
-    return moved, good
+    return moved, status[:, 0] == 1
 
 
 def register(anchor: Anchor, grey: np.ndarray, points: np.ndarray, settings,
-             refine: bool = False, levels: int | None = None
+             levels: int | None = None
              ) -> tuple[np.ndarray, np.ndarray] | None:
     """Similarity from the anchor's analysis image onto ``grey``'s, and which points agree.
 
     ``points``: (N, 1, 2) analysis pixels of the anchor (the face grid,
     :func:`face_grid`); ``settings``: the follower's tuning
-    (:class:`ahdi.pipeline.face_track.TrackSettings`: ``lk_window``,
-    ``lk_levels``, ``fb_px``, ``refine_window``, ``refine_levels``,
-    ``huber_px``, ``irls_iterations``, ``inlier_px``, ``min_inliers``). The first pass
-    searches ``lk_levels`` pyramid levels, or ``levels`` when given (a
-    wider second try), and with ``fb_px`` trusts only points LK follows
-    back; a refining pass (``refine``: on the points that agreed, in the
-    image rendered with the first fit) starts within a pixel, so it
-    searches ``refine_levels`` levels only. Returns the fit and a boolean
+    (:class:`ahdi.pipeline.face_settings.TrackSettings`: ``lk_window``,
+    ``lk_levels``, ``huber_px``, ``irls_iterations``, ``inlier_px``,
+    ``min_inliers``). LK searches ``lk_levels`` pyramid levels, or
+    ``levels`` when given (a wider second try). Returns the fit and a boolean
     mask over ``points`` of those within ``inlier_px`` of it; None when
     fewer than ``min_inliers`` agree or the fit is no plausible
     frame-to-frame change (scale off by 20 %, or a turn of 20 degrees).
     """
     s = settings
-    moved, good = follow_points(anchor.grey, grey, points,
-                                s.refine_window if refine else s.lk_window,
-                                s.refine_levels if refine
-                                else s.lk_levels if levels is None else levels,
-                                None if refine else s.fb_px)
+    moved, good = follow_points(anchor.grey, grey, points, s.lk_window,
+                                s.lk_levels if levels is None else levels)
     if good.sum() < s.min_inliers:
         return None
     p0 = points[good, 0].astype(np.float64)

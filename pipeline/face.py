@@ -108,11 +108,20 @@ def video_sample_positions(n: int) -> list[int]:
 # ----------------------------------------------------------------------
 # faces
 # ----------------------------------------------------------------------
-def detect_face(rgb: np.ndarray) -> Box | None:
-    """Largest frontal face (x, y, w, h) in frame coordinates, or None."""
-    h, w = rgb.shape[:2]
+def grey_of(image: np.ndarray, bgr: bool = False) -> np.ndarray:
+    """Grey copy of an RGB (or, with ``bgr``, OpenCV's BGR) uint8 image."""
+    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
+
+
+def detect_face(image: np.ndarray, bgr: bool = False) -> Box | None:
+    """Largest frontal face (x, y, w, h) in frame coordinates, or None.
+
+    ``image`` is RGB, or BGR with ``bgr`` (a decoded frame searched as it is,
+    not swapped first).
+    """
+    h, w = image.shape[:2]
     scale = min(1.0, FACE_DETECT_SIDE / max(h, w))
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    grey = grey_of(image, bgr)
     if scale < 1.0:
         grey = cv2.resize(grey, (max(1, round(w * scale)), max(1, round(h * scale))),
                           interpolation=cv2.INTER_AREA)

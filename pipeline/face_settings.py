@@ -21,6 +21,11 @@ class TrackSettings:
     """Tuning of the face follower; the defaults are the measured choice.
 
     Lengths are analysis pixels (A = ``analysis_side``) unless said.
+    One registration pass per frame: a second one, on the image rendered
+    with the first fit, halved the disagreement between a clip and its
+    moved copy (0.47 against 0.9 output px, median) but cost 0.25 ms a
+    frame (704 x 576), and the AHDI's invariance did not need it (r >= 0.99
+    either way).
 
     Attributes
     ----------
@@ -36,11 +41,6 @@ class TrackSettings:
     wide_levels : int
         Pyramid levels of a second try when the first fails (a jump the
         prediction missed, a face placed by a detection).
-    fb_px : float or None
-        Largest forward-backward error of a trusted point; None: no way
-        back (the Huber fit and the agreement count already discount the
-        points LK loses; the way back cost a third of the registration
-        and changed the invariance by less than its spread).
     huber_px : float
         Residual up to which a point counts fully in the fit.
     irls_iterations : int
@@ -51,14 +51,6 @@ class TrackSettings:
         Fewest agreeing points for a registration.
     min_inlier_share : float
         Fewest agreeing points as a share of the grid.
-    passes : int
-        Registration rounds per frame. A second round, on the image
-        rendered with the first fit, halved the disagreement between a
-        clip and its moved copy (0.47 against 0.9 output px, median) but
-        cost 0.25 ms a frame (704 x 576), and the AHDI's invariance did not
-        need it (r >= 0.99 either way).
-    refine_window, refine_levels : int
-        LK window and pyramid levels of the refining rounds.
     reference_share : float
         Share of agreeing points for the chain to restart from the reference.
     retry_reference : int
@@ -84,15 +76,11 @@ class TrackSettings:
     lk_window: int = 9
     lk_levels: int = 1
     wide_levels: int = 2
-    fb_px: float | None = None
     huber_px: float = 0.5
     irls_iterations: int = 6
     inlier_px: float = 1.0
     min_inliers: int = 12
     min_inlier_share: float = 0.15
-    passes: int = 1
-    refine_window: int = 11
-    refine_levels: int = 1
     reference_share: float = 0.5
     retry_reference: int = 15
     verify_every: int = 10

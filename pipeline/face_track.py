@@ -52,11 +52,9 @@ reference is found: every estimate is causal.
 
 from __future__ import annotations
 
-import dataclasses
 from collections import deque
 from collections.abc import Iterable, Iterator
 
-import cv2
 import numpy as np
 
 from ahdi.kernels.params import TRACKED_CROPS
@@ -64,30 +62,16 @@ from ahdi.kernels.registration import (Anchor, Region, analysis_to_output, apply
                                        covers, crop_transform, face_grid, invert, region_for,
                                        register, render, scale_of, shrink, square_transform)
 
-from .face import CROP_MARGIN, center_box, detect_face, square_box
+from .face import CROP_MARGIN, center_box, detect_face, grey_of, square_box
 from .face_settings import FaceTrack, TrackSettings
 from .face_presence import (DETECTED, HELD, NO_FACE_YET, REGISTERED, face_in_registered,
                             presence_warnings)
 
-__all__ = ["REGION_MARGIN", "FaceFollower", "detect_in_frame"]
+__all__ = ["REGION_MARGIN", "FaceFollower"]
 #: Border around the predicted square, as a share of S, cut along with it:
 #: room for the registration's correction (a few output pixels; a frame
 #: whose square moved farther is cut again).
 REGION_MARGIN = 0.02
-
-
-def grey_of(image: np.ndarray, bgr: bool) -> np.ndarray:
-    """Grey copy of a BGR or RGB uint8 image."""
-    return cv2.cvtColor(image, cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY)
-
-
-def detect_in_frame(frame: np.ndarray, bgr: bool) -> tuple[float, float, float, float] | None:
-    """The pipeline's whole-frame Haar search (:func:`ahdi.pipeline.face.detect_face`).
-
-    It takes RGB; a BGR frame is swapped first (whole-frame searches are
-    rare: the reference, and now and then while no face is followed).
-    """
-    return detect_face(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB) if bgr else frame)
 
 
 # ----------------------------------------------------------------------
@@ -121,8 +105,6 @@ class FaceFollower:
         self.bgr = bgr
         self.settings = s = settings or TrackSettings()
         self.track: FaceTrack | None = None
-        #: 0-based frames where the chain restarted from the reference.
-        self.reference_hits: list[int] = []
         self._to_output = analysis_to_output(size, s.analysis_side)
         self._to_analysis = invert(self._to_output)
         self._record: dict[str, list] = {"boxes": [], "transforms": [], "found": [],
@@ -190,16 +172,12 @@ class FaceFollower:
         return render(grey_region, compose(out_to_src, self._to_output),
                       self.settings.analysis_side)
 
-    def _register(self, grey_region: Region, predicted: np.ndarray, image: np.ndarray,
+    def _register(self, predicted: np.ndarray, image: np.ndarray,
                   anchor: Anchor) -> tuple[np.ndarray, float] | None:
         """(out_to_src, share of the grid that agrees) of the frame on ``anchor``, or None.
 
-        ``image``: the frame's analysis image under ``predicted``. A first
-        pass from the prediction (again with ``wide_levels`` if it fails),
-        then ``passes - 1`` refining passes on the points that agreed, each
-        on the image rendered with the fit so far: the last pass starts
-        within a fraction of a pixel, so the result hardly depends on the
-        prediction.
+        ``image``: the frame's analysis image under ``predicted``. One pass
+        from the prediction, again with ``wide_levels`` if it fails.
         """
         s = self.settings
         fit = register(anchor, image, self._grid, s)
@@ -211,15 +189,7 @@ class FaceFollower:
         share = float(agree.mean())
         if share < s.min_inlier_share:
             return None
-        transform = compose(predicted, self._from_analysis(delta))
-        points = self._grid[agree]
-        for _ in range(s.passes - 1):
-            fit = register(anchor, self._analysis_image(grey_region, transform), points, s,
-                           refine=True)
-            if fit is None:
-                break  # keep the first pass's fit
-            transform = compose(transform, self._from_analysis(fit[0]))
-        return transform, share
+        return compose(predicted, self._from_analysis(delta)), share
 
     def _from_analysis(self, delta: np.ndarray) -> np.ndarray:
         """A change of analysis coordinates, as a change of output coordinates."""
@@ -239,7 +209,7 @@ class FaceFollower:
         """Make ``frame`` the reference when a whole face shows in it."""
         if not self._search_due(index):
             return False
-        face = detect_in_frame(frame, self.bgr)
+        face = detect_face(frame, self.bgr)
         if face is None:
             return False
         w, h = self._frame_wh
@@ -272,7 +242,7 @@ class FaceFollower:
             region = region_for(frame, transform, self.size, REGION_MARGIN)
             grey_region = self._analysis_region(region, transform)
             image = self._analysis_image(grey_region, transform)
-            fit = self._register(grey_region, transform, image, anchor)
+            fit = self._register(transform, image, anchor)
             if fit is not None:
                 transform = fit[0]
                 anchor = Anchor(self._analysis_image(grey_region, transform), index, transform)
@@ -299,13 +269,11 @@ class FaceFollower:
         if (self._anchor is not self._reference
                 and index - self._reference_tried >= s.retry_reference):
             self._reference_tried = index
-            fit = self._register(grey_region, predicted, image, self._reference)
-            if fit is not None and fit[1] >= s.reference_share:
-                self.reference_hits.append(index)
-            else:
+            fit = self._register(predicted, image, self._reference)
+            if fit is not None and fit[1] < s.reference_share:
                 fit = None
         if fit is None:
-            fit = self._register(grey_region, predicted, image, self._anchor)
+            fit = self._register(predicted, image, self._anchor)
         if fit is None:
             return self._lost(frame, index)
         return self._registered(frame, index, region, grey_region, fit[0], REGISTERED)
@@ -367,7 +335,7 @@ class FaceFollower:
         if self._lost_since == 0:
             self._next_search = index
         if self._search_due(index):
-            face = detect_in_frame(frame, self.bgr)
+            face = detect_face(frame, self.bgr)
             if face is not None:
                 return self._reacquire(frame, index, face)
         return self._output(frame, index, self._current, HELD, False)
@@ -384,7 +352,7 @@ class FaceFollower:
         grey_region = self._analysis_region(region, placed)
         image = self._analysis_image(grey_region, placed)
         for anchor in (self._anchor, self._reference):
-            fit = self._register(grey_region, placed, image, anchor)
+            fit = self._register(placed, image, anchor)
             if fit is not None:
                 return self._registered(frame, index, region, grey_region, fit[0], REGISTERED)
         return self._registered(frame, index, region, grey_region, placed, DETECTED)

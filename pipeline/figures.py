@@ -32,7 +32,7 @@ import numpy as np
 from .errors import DamagedChunkError, StoreError
 from .face_presence import has_face_warning
 from .store import Store
-from .summary import format_number
+from .summary import UNREADABLE, format_number
 
 __all__ = [
     "REP_TITLES",
@@ -133,19 +133,18 @@ def label_caption(labels: dict[str, np.ndarray], kinds: dict[str, str], i: int,
 # ----------------------------------------------------------------------------
 # damaged items: named and left out
 # ----------------------------------------------------------------------------
-_UNREADABLE = "\x00unreadable"   # no status is spelled so
 
 
 def done_items(store: Store, indices: Sequence[int] | None = None) -> list[int]:
     """The done items among ``indices`` (all by default), in order; an item
     whose status chunk cannot be read is left out with a warning."""
-    status = store.statuses(unreadable=_UNREADABLE)
+    status = store.statuses(unreadable=UNREADABLE)
     asked = list(range(store.n_items)) if indices is None else [int(i) for i in indices]
     for i in asked:
         if not 0 <= i < store.n_items:
             raise StoreError(f"item index {i} out of range for store {store.path} "
                              f"with {store.n_items} items")
-        if status[i] == _UNREADABLE:
+        if status[i] == UNREADABLE:
             log.warning(f"skipped: {store.damage('status', i, 'damaged', 'cannot be decoded')}")
     return [i for i in asked if status[i] == "done"]
 
@@ -240,7 +239,8 @@ def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = Non
     tile = int(tile) if tile else min(store.size, 160)
     if tile < 8:
         raise ValueError(f"tile must be >= 8 pixels, got {tile}")
-    shown = _montage_images(store, rep, done, max(1, int(max_items)))
+    most = max(1, int(max_items))
+    shown = _montage_images(store, rep, done, most)
     if not shown:
         raise StoreError(f"no item of store {store.path} could be read back to show; "
                          f"run ahdi verify {store.path} --repair")
@@ -259,7 +259,7 @@ def montage(store: Store, rep: str = "ahdi", indices: Sequence[int] | None = Non
 
     title = f"{REP_TITLES.get(rep, rep)}  {store.attrs.get('dataset', '')}  {n} of {store.n_items}"
     # done items never tried because the limit was reached (not damaged ones)
-    left_out = len(done) - done.index(shown[-1][0]) - 1 if n == max(1, int(max_items)) else 0
+    left_out = len(done) - done.index(shown[-1][0]) - 1 if n == most else 0
     if left_out:
         title += f" (+{left_out} done)"
     width = max(columns * cell_w + (columns + 1) * gap, 260)

@@ -23,15 +23,17 @@ from .store import STATUSES, Store
 
 __all__ = ["summary", "format_summary", "format_number", "label_detail"]
 
-_UNREADABLE = "\x00unreadable"   # no status, error or warning is spelled so
+#: What a store column reads as where its chunk is damaged (readers pass it
+#: as ``unreadable=``): no status, error or warning is spelled so.
+UNREADABLE = "\x00unreadable"
 
 
 def _column(read: Callable[..., np.ndarray], name: str, ids: np.ndarray,
             damaged: list[dict[str, Any]]) -> np.ndarray:
     """A per-item string column; an item whose chunk cannot be read back reads
     as '' and is listed in ``damaged``."""
-    values = read(unreadable=_UNREADABLE)
-    for i in np.flatnonzero(values == _UNREADABLE):
+    values = read(unreadable=UNREADABLE)
+    for i in np.flatnonzero(values == UNREADABLE):
         damaged.append({"index": int(i), "video_id": str(ids[i]), "array": name})
         values[i] = ""
     return values

@@ -164,7 +164,7 @@ def expression_gains(n: int) -> tuple[np.ndarray, np.ndarray]:
 def still_clip(frames: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
     """carphone enlarged, with the painted expression and no added head motion."""
     frames = read_sample("carphone_pristine") if frames is None else frames
-    face = detect_face(cv2.cvtColor(frames[0], cv2.COLOR_BGR2RGB))
+    face = detect_face(frames[0], bgr=True)
     if face is None:
         raise RuntimeError("no face in the first frame of carphone")
     mouth, brows = expression_masks(face, (frames[0].shape[1], frames[0].shape[0]))
