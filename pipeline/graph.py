@@ -86,14 +86,10 @@ def stage_nodes(store: Store, items: Sequence[Any], indices: Sequence[int],
 
 
 def build_graph(store: Store, items: Sequence[Any], indices: Sequence[int],
-                params: AhdiParams, representations: Sequence[str], *,
-                staged: Sequence[int] = (), **options: Any) -> list:
-    """:func:`stage_nodes` and one merge per shard after its stage nodes (also for
-    shards holding ``staged`` items of an earlier run); returns the merge nodes.
-    ``options`` are those of :func:`stage_nodes`."""
+                params: AhdiParams, representations: Sequence[str], **options: Any) -> list:
+    """:func:`stage_nodes` and one merge per shard after its stage nodes; returns
+    the merge nodes. ``options`` are those of :func:`stage_nodes`."""
     stages = stage_nodes(store, items, indices, params, representations, **options)
-    for index in staged:
-        stages.setdefault(index // store.items_per_shard, [])
     return [dask.delayed(merge_task, pure=False, name=f"merge-{shard:06d}")(
         store.path, shard, [node for _index, node in nodes])
         for shard, nodes in sorted(stages.items())]
@@ -323,16 +319,15 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
     with locked_store(store_path, items, params, representations, dataset=dataset,
                       source=source, overwrite=overwrite,
                       items_per_shard=items_per_shard) as store:
-        # A resumed store: done items are kept, pending and failed ones redone,
-        # those computed by a stopped run only merged.
-        plan = plan_run(store)
-        indices = plan.todo
+        # A resumed store: what a stopped run computed is merged, done items
+        # are kept, pending and failed ones redone.
+        indices = plan_run(store)
         skipped = len(items) - len(indices)
         if on_start:
             on_start(len(indices), skipped)
         outcomes: list[ItemOutcome] = []
         dashboard = None
-        if indices or plan.staged:
+        if indices:
             writer = open_store(store_path, mode="r+")
             options = dict(memory_budget=memory_budget, tmp_dir=tmp_dir,
                            decode_threads=decode_threads or
@@ -347,13 +342,11 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
                             on_dashboard(url)
                     stages = stage_nodes(writer, items, indices, params,
                                          store.representations, **options)
-                    for index in plan.staged:
-                        stages.setdefault(index // writer.items_per_shard, [])
                     outcomes, merged = _run_distributed(stages, scheduler, writer, items,
                                                         indices, hook, remember)
                 else:
                     merges = build_graph(writer, items, indices, params, store.representations,
-                                         staged=plan.staged, **options)
+                                         **options)
                     outcomes, merged = _run_local(merges, scheduler, workers, hook)
             except BaseException:
                 # Stopped: in this process nothing runs any more, so what was

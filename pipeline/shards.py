@@ -137,17 +137,6 @@ def staged_items(path: str, shard: int | None = None) -> dict[int, str]:
     return found
 
 
-def staged_failures(path: str, keys: dict[int, str]) -> list[int]:
-    """Of the staged items ``keys`` (index -> object key), those staged as failed."""
-    order = sorted(keys)
-    failed = []
-    for index, data in zip(order, get_objects(path, [keys[i] for i in order])):
-        item = None if data is None else decode_staged(data)
-        if item is not None and item.status == "failed":
-            failed.append(index)
-    return failed
-
-
 def remove_staged(path: str, keys: Sequence[str]) -> None:
     """Delete staged objects (merged, or of items already done), and empty folders."""
     delete_objects(path, keys)

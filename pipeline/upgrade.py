@@ -138,10 +138,10 @@ def upgrade_store(old_path: str | os.PathLike, new_path: str | os.PathLike, *,
                          dataset=str(attrs.get("dataset", "")),
                          source=str(attrs.get("source", ""))) as new:
         report = UpgradeReport(old_path, new_path, int(old.version), {})
-        plan = plan_run(new)
+        pending = plan_run(new)
         table = old.item_table()
-        todo = [i for i in plan.todo if table[i]["status"] in ("done", "failed")]
-        report.skipped = new.n_items - len(plan.todo)
+        todo = [i for i in pending if table[i]["status"] in ("done", "failed")]
+        report.skipped = new.n_items - len(pending)
         g = new.items_per_shard
         group = open_root(new_path, "r+")
         for shard in sorted({i // g for i in todo}):
