@@ -78,6 +78,15 @@ class Presence:
         self._group = group
         self._indexes: dict[str, np.ndarray | None | DamagedIndex] = {}
         self._exists: dict[str, bool] = {}
+        # A Presence lives for one read, shard write or verify, during which no
+        # array's chunk layout changes; opening an array reads its metadata.
+        self._arrays: dict[str, zarr.Array] = {}
+
+    def _array(self, name: str) -> zarr.Array:
+        """Array ``name`` of the group, opened once."""
+        if name not in self._arrays:
+            self._arrays[name] = self._group[name]
+        return self._arrays[name]
 
     def _key(self, name: str, rel: str) -> str:
         return "/".join(p for p in (self._prefix, name, rel) if p)
@@ -115,7 +124,7 @@ class Presence:
         DamagedIndex
             The shard holding it has an index that fails its checksum.
         """
-        arr = self._group[name]
+        arr = self._array(name)
         coords = tuple(int(p) // c for p, c in zip(position, arr.chunks))
         rel = object_key(arr, coords)
         key = self._key(name, rel)
@@ -134,7 +143,7 @@ class Presence:
     def stored_extent(self, name: str, shard: int) -> int:
         """Inner chunks along axis 1 that shard ``shard`` (along the item axis) of a
         sharded per-frame array stores: 1 + the last one present, 0 for none."""
-        arr = self._group[name]
+        arr = self._array(name)
         grid = inner_grid(arr)
         rel = arr.metadata.encode_chunk_key((shard,) + (0,) * (arr.ndim - 1))
         try:

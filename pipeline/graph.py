@@ -36,7 +36,7 @@ from .errors import ClusterError, ClusterPathError, SettingError
 from .layout import locked_store
 from .resume import finish_run, plan_run
 from .schema import ITEMS_PER_SHARD
-from .store import Store, open_store
+from .store import Store
 from .tasks import (ItemOutcome, _MergeFailure, _stage_failure, compute_task, merge_task,
                     stage_task)
 
@@ -72,7 +72,9 @@ def stage_nodes(store: Store, items: Sequence[Any], indices: Sequence[int],
                 decode_threads: int = 1) -> dict[int, list[tuple[int, Any]]]:
     """One delayed ``compute -> stage`` chain per item index: shard -> [(index, node)]."""
     reps = check_representations(representations)
-    g = store.items_per_shard
+    # What staging needs of the store, read here once: a stage task opens nothing.
+    path, g = store.path, store.items_per_shard
+    store_params, store_reps = store.params, store.representations
     stages: dict[int, list[tuple[int, Any]]] = {}
     for index in indices:
         item = items[index]
@@ -80,8 +82,8 @@ def stage_nodes(store: Store, items: Sequence[Any], indices: Sequence[int],
         computed = dask.delayed(compute_task, pure=False, name=f"compute-{name}")(
             item, params, reps, memory_budget, tmp_dir, decode_threads)
         stages.setdefault(index // g, []).append((index, dask.delayed(
-            stage_task, pure=False, name=f"stage-{name}")(computed, store, index,
-                                                          item.video_id)))
+            stage_task, pure=False, name=f"stage-{name}")(
+                computed, path, g, store_params, store_reps, index, item.video_id)))
     return stages
 
 
@@ -227,7 +229,7 @@ def _run_distributed(stages: dict[int, list], address: str, store: Store, items,
                     # item, e.g. KilledWorker: the video took down every worker that
                     # tried it (a decoder crash, memory). It fails alone.
                     item = items[index]
-                    message = _stage_failure(store, index, (
+                    message = _stage_failure(store_path, store.items_per_shard, index, (
                         f"{item.source.describe()}: the cluster gave up on it: "
                         f"{type(exc).__name__}: {exc}"))
                     outcome = ItemOutcome(index, item.video_id, "failed", message)
@@ -328,7 +330,6 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
         outcomes: list[ItemOutcome] = []
         dashboard = None
         if indices:
-            writer = open_store(store_path, mode="r+")
             options = dict(memory_budget=memory_budget, tmp_dir=tmp_dir,
                            decode_threads=decode_threads or
                            _decode_threads(scheduler, workers, len(indices)))
@@ -340,12 +341,12 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
                         dashboard = url
                         if on_dashboard:
                             on_dashboard(url)
-                    stages = stage_nodes(writer, items, indices, params,
+                    stages = stage_nodes(store, items, indices, params,
                                          store.representations, **options)
-                    outcomes, merged = _run_distributed(stages, scheduler, writer, items,
+                    outcomes, merged = _run_distributed(stages, scheduler, store, items,
                                                         indices, hook, remember)
                 else:
-                    merges = build_graph(writer, items, indices, params, store.representations,
+                    merges = build_graph(store, items, indices, params, store.representations,
                                          **options)
                     outcomes, merged = _run_local(merges, scheduler, workers, hook)
             except BaseException:
@@ -355,7 +356,7 @@ def convert(items: Sequence[Any], store_path: str | os.PathLike, params: AhdiPar
                 if scheduler in ("threads", "sync"):
                     finish_run(store_path)
                 raise
-            outcomes = _failed_merges(outcomes, merged, writer.items_per_shard)
+            outcomes = _failed_merges(outcomes, merged, store.items_per_shard)
         finish_run(store_path, merge=False)
     outcomes.sort(key=lambda o: o.index)
     return ConvertReport(store_path, len(items), skipped, outcomes,

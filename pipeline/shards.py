@@ -300,9 +300,10 @@ def write_shard(group: zarr.Group, shard: int, g: int, staged: dict[int, Staged]
     done_frames = [t for i, (t, _m) in kept_done.items() if i not in w.lost]
     done_frames += [item.rows.n_frames for item in staged.values() if item.rows is not None]
     width = _frame_width(done_frames)
-    for name in frame_names(group):
+    frames = frame_names(group)
+    for name in frames:
         blocks[name] = w.old_rows(name, kept_done, min(width, group[name].shape[1]))
-    fills = {name: _fill(group[name], 1, 1 if name in frame_names(group) else None)[0]
+    fills = {name: _fill(group[name], 1, 1 if name in frames else None)[0]
              for name in blocks}
     for i in sorted(w.lost):   # found while reading: fill values, redone by the next run
         for name, block in blocks.items():
@@ -313,7 +314,7 @@ def write_shard(group: zarr.Group, shard: int, g: int, staged: dict[int, Staged]
     for i, item in staged.items():
         _put_item(blocks, fills, i - lo, item)
         status[i - lo] = item.status
-    _write_blocks(group, w, blocks)
+    _write_blocks(group, w, blocks, frames)
     _writer(group, "status")[lo:w.hi] = status      # last: the items count as written
     return sorted([(i, s.status) for i, s in staged.items()]
                   + [(i, "pending") for i in w.lost])
@@ -346,15 +347,16 @@ def _put_item(blocks: dict[str, np.ndarray], fills: dict[str, Any], k: int,
             blocks[name][k, :values.shape[0]] = values
 
 
-def _write_blocks(group: zarr.Group, w: _ShardWrite, blocks: dict[str, np.ndarray]) -> None:
-    """Every block but status into its array: one object per array.
+def _write_blocks(group: zarr.Group, w: _ShardWrite, blocks: dict[str, np.ndarray],
+                  frames: Sequence[str]) -> None:
+    """Every block but status into its array: one object per array (``frames``:
+    the per-frame arrays, :func:`frame_names`).
 
     A per-frame block spans the shard's longest curve; inner chunks stored
     beyond it (an item that was longer before it failed) are dropped, so
     the object is what a clean run writes.
     """
     lo, hi = w.lo, w.hi
-    frames = frame_names(group)
     for name, block in blocks.items():
         if name not in frames:
             _writer(group, name)[lo:hi] = block

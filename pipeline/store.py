@@ -39,7 +39,7 @@ from .schema import (FACE_ARRAYS, FRAME_CAPACITY, FRAME_CHUNK, IMAGE_REPRESENTAT
 from .shards import required_chunks
 from .store_files import (LAYOUT_PROBLEMS, chunk_error, is_ahdi_store, layout_problem,
                           lock_path, not_a_store_error, open_root)
-from .store_writes import StoreWrites
+from .store_writes import StoreWrites, _strings
 
 __all__ = [
     "Store", "open_store", "is_ahdi_store", "not_a_store_error", "layout_problem",
@@ -83,11 +83,6 @@ def open_store(path: str | os.PathLike, mode: str = "r") -> "Store":
         raise StoreError(f"store {path} has layout version {store.version!r}; this ahdi "
                          f"reads versions {', '.join(map(str, READABLE_VERSIONS))}")
     return store
-
-
-def _strings(values: Any) -> np.ndarray:
-    """A read string array as an object array of Python ``str``."""
-    return np.asarray(values).astype(object)
 
 
 # ----------------------------------------------------------------------------
@@ -154,10 +149,7 @@ class Store(StoreWrites):
         if self.version != STORE_VERSION:
             raise StoreError(f"store {self._path} has layout version {self.version}, which "
                              f"this ahdi reads but does not write; {upgrade_hint(self._path)}")
-        missing = face_arrays_missing(list(self._group().array_keys()), self.version,
-                                      self._path)
-        if missing:
-            raise StoreError(missing)
+        self._check_face_track()
 
     def _index(self, index: int) -> int:
         i = int(index)

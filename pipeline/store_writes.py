@@ -17,8 +17,8 @@ import numpy as np
 
 from .errors import DamagedChunkError
 from .schema import FRAME_CAPACITY, LISTING_COLUMNS, item_rows
-from .shards import (Staged, frame_names, remove_staged, set_frame_width, shard_lock,
-                     staged_items, write_shard)
+from .shards import (Staged, _writer, frame_names, remove_staged, set_frame_width,
+                     shard_lock, staged_items, write_shard)
 
 __all__ = ["StoreWrites"]
 
@@ -88,7 +88,7 @@ class StoreWrites:
                 # A damaged status chunk reads as pending: rewriting it repairs it.
                 status = _strings(self._rows("status", range(lo, hi), unreadable="pending"))
                 status[[i - lo for i in rows if lo <= i < hi]] = "pending"
-                self._array("status").with_config({"write_empty_chunks": True})[lo:hi] = status
+                _writer(self._group(), "status")[lo:hi] = status
                 staged = staged_items(self._path, shard)
                 remove_staged(self._path, [staged[i] for i in rows if i in staged])
 
@@ -122,5 +122,5 @@ class StoreWrites:
                     if values.dtype.kind == "O" else
                     np.array_equal(current, values, equal_nan=True))
         if not same:
-            self._array(name).with_config({"write_empty_chunks": True})[...] = values
+            _writer(self._group(), name)[...] = values
         return not same

@@ -22,7 +22,6 @@ from . import stopping
 from .errors import VideoError
 from .schema import item_rows, segments_width
 from .shards import Staged, merge_staged, stage_failure, stage_item
-from .store import Store
 from .video import open_video
 
 __all__ = ["ItemOutcome", "frame_budgets", "compute_task", "stage_task", "merge_task"]
@@ -140,30 +139,33 @@ def compute_task(item, params: AhdiParams, representations: tuple[str, ...],
         raise   # not a failure: the item stays pending
 
 
-def stage_task(computed, store: Store, index: int, video_id: str) -> ItemOutcome:
-    """Stage one item's result (or its failure) in the store, for its shard's merge."""
+def stage_task(computed, store_path: str, items_per_shard: int, params: AhdiParams,
+               representations: Sequence[str], index: int, video_id: str) -> ItemOutcome:
+    """Stage one item's result (or its failure) in the store at ``store_path``, for
+    its shard's merge. ``items_per_shard``, ``params`` and ``representations``
+    are the store's own (passed in, so that a worker need not open the store)."""
     if isinstance(computed, _Failure):
-        message = _stage_failure(store, index, computed.message)
+        message = _stage_failure(store_path, items_per_shard, index, computed.message)
         return ItemOutcome(index, video_id, "failed", message, (), computed.seconds)
     result, fps, warnings, seconds, face = computed
     try:
-        rows = item_rows(result, store.params, store.representations,
-                         segments_width(store.params), f"item {index} of store {store.path}",
+        rows = item_rows(result, params, representations,
+                         segments_width(params), f"item {index} of store {store_path}",
                          face)
-        stage_item(store.path, index, store.items_per_shard,
+        stage_item(store_path, index, items_per_shard,
                    Staged(rows, fps, "\n".join(str(w) for w in warnings)))
     except Exception as exc:
         message = f"{video_id}: writing to the store failed: {type(exc).__name__}: {exc}"
-        message = _stage_failure(store, index, message)
+        message = _stage_failure(store_path, items_per_shard, index, message)
         return ItemOutcome(index, video_id, "failed", message, warnings, seconds)
     return ItemOutcome(index, video_id, "done", "", warnings, seconds)
 
 
-def _stage_failure(store: Store, index: int, message: str) -> str:
+def _stage_failure(store_path: str, items_per_shard: int, index: int, message: str) -> str:
     # Even recording a failure can fail (disk full, store removed): the item
     # then stays pending for the next run, and the run itself goes on.
     try:
-        stage_failure(store.path, index, store.items_per_shard, message)
+        stage_failure(store_path, index, items_per_shard, message)
     except Exception as exc:
         message += (f" (and recording this in the store failed: {type(exc).__name__}: {exc};"
                     f" the item stays pending)")
