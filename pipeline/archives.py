@@ -106,9 +106,9 @@ class Archive:
                 self._zip = zipfile.ZipFile(self._raw)
                 self._names = [i.filename for i in self._zip.infolist() if not i.is_dir()]
             else:
+                tar = _tar_kind(self._raw)   # the open file: no second open (request)
                 self._raw.close()
                 self._raw = None
-                tar = _tar_kind(self.path)
                 if tar is None:
                     raise VideoError(f"{self.path}: not a zip or tar archive")
                 self._gz = tar == "tar.gz"
@@ -227,16 +227,20 @@ class Archive:
         self.close()
 
 
-def _tar_kind(path: str) -> str | None:
-    """'tar', 'tar.gz', or None when the file is neither."""
-    with _open_raw(path) as raw:
-        gz = raw.read(2) == b"\x1f\x8b"
-        raw.seek(0)
-        try:
-            with tarfile.open(fileobj=raw, mode="r:*"):
-                return "tar.gz" if gz else "tar"
-        except (tarfile.TarError, EOFError, OSError):
-            return None
+def _tar_kind(raw) -> str | None:
+    """'tar', 'tar.gz', or None when the open binary file ``raw`` is neither.
+
+    ``raw`` stays open: tarfile and gzip leave a file object they were
+    given open.
+    """
+    raw.seek(0)
+    gz = raw.read(2) == b"\x1f\x8b"
+    raw.seek(0)
+    try:
+        with tarfile.open(fileobj=raw, mode="r:*"):
+            return "tar.gz" if gz else "tar"
+    except (tarfile.TarError, EOFError, OSError):
+        return None
 
 
 def open_archive(path: str | os.PathLike) -> Archive:

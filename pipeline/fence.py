@@ -57,9 +57,7 @@ def _fenced_class() -> type:
         def _check(self) -> None:
             # Looked up at each write: the fence goes when the lock is released,
             # and a store object may outlive it (a Store opened under the lock).
-            check = _FENCES.get(self._key)
-            if check is not None:
-                check()
+            check_write_fence(self._key)
 
         async def set(self, key, value) -> None:
             self._check()

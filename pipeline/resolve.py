@@ -70,7 +70,7 @@ def resolve_source(source: str | os.PathLike, *, labels_csv: str | os.PathLike |
         if src in registry:
             return _resolve_dataset(src, registry[src], root=root, labels_csv=labels_csv,
                                     report=report)
-    if os.path.exists(src) or (remote.is_remote(src) and remote.exists(src, DatasetError)):
+    if remote.exists(src, DatasetError):
         if root is not None:
             raise DatasetError(f"--root applies to dataset names, not to the path {src}")
         return _resolve_path(src, labels_csv, report)

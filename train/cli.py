@@ -30,7 +30,7 @@ from .vocab import ARCHS, DEVICES, IN_MEMORY, MODELS, REPRESENTATIONS, TASKS, \
 _DEFAULT = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
 
 #: Command-line parameter -> (TrainConfig field, how the value maps onto it).
-_FIELD_OF = {"store": ("store", None), "no_augment": ("augment", lambda v: not v),
+_FIELD_OF = {"no_augment": ("augment", lambda v: not v),
              "quiet": ("progress", lambda v: not v), "compile_": ("compile", None)}
 _NOT_SETTINGS = {"config", "resume", "overwrite"}
 

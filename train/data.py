@@ -78,9 +78,11 @@ def _as_float(values: np.ndarray) -> np.ndarray | None:
         return None
 
 
-def _only(store, done: np.ndarray, items) -> np.ndarray:
-    """``done`` restricted to the video ids ``items``; every id must be a done item."""
-    ids = np.asarray(store.video_ids()).astype(str)
+def _only(ids: np.ndarray, done: np.ndarray, items) -> np.ndarray:
+    """``done`` restricted to the video ids ``items``; every id must be a done item.
+
+    ``ids`` are the store's video ids, as text.
+    """
     wanted = set(map(str, items))
     absent = sorted(wanted - set(ids[done].tolist()))
     if absent:
@@ -118,8 +120,10 @@ def select_items(store, label: str, task: str, positive: str | None = None,
         raise DataError(f"no done items in the store ({store.n_items} items: "
                         f"{counts['pending']} pending, {counts['failed']} failed); "
                         "run `ahdi convert` first")
+    # Read once: each read is a whole column (a remote read on S3).
+    ids = np.asarray(store.video_ids()).astype(str)
     if items is not None:
-        done = _only(store, done, items)
+        done = _only(ids, done, items)
     all_labels = store.labels()
     values = np.asarray(all_labels[label])
     keep = done & ~_missing(values)
@@ -135,8 +139,7 @@ def select_items(store, label: str, task: str, positive: str | None = None,
                             "regression needs numbers")
         bad = np.flatnonzero(~np.isfinite(numeric))
         if bad.size:
-            ids = np.asarray(store.video_ids()).astype(str)[idx[bad]]
-            shown = ", ".join(f"{i} = {x}" for i, x in zip(ids[:5], numeric[bad][:5]))
+            shown = ", ".join(f"{i} = {x}" for i, x in zip(ids[idx[bad]][:5], numeric[bad][:5]))
             raise DataError(f"label {label!r} is not a finite number for {bad.size} "
                             f"item(s) ({shown}); fix them, or leave them empty to skip them")
         targets = numeric
@@ -157,7 +160,7 @@ def select_items(store, label: str, task: str, positive: str | None = None,
                             f"its values are {seen[:10]}")
     return Selection(indices=idx.astype(np.int64), targets=targets.astype(np.float32),
                      subjects=np.asarray(store.subjects()).astype(str)[idx],
-                     video_ids=np.asarray(store.video_ids()).astype(str)[idx],
+                     video_ids=ids[idx],
                      labels={k: np.asarray(a)[idx] for k, a in all_labels.items()},
                      counts=counts)
 
@@ -183,6 +186,15 @@ def read_mdv(store, indices, m_max: int) -> tuple[np.ndarray, np.ndarray]:
         out[j, :n] = stack[:n]
         counts[j] = n
     return out, counts
+
+
+def _read(store, representation: str, indices,
+          m_max: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """The images of ``indices`` in ``representation``, and their MDV counts
+    (None for a single-image representation; ``m_max`` applies to MDV only)."""
+    if representation == "mdv":
+        return read_mdv(store, indices, m_max)
+    return read_images(store, representation, indices), None
 
 
 def memory_budget(device: torch.device, margin: float = 0.5) -> int:
@@ -226,10 +238,7 @@ class _ChunkDataset(torch.utils.data.Dataset):
         store = self._get_store()
         idx = self.store_indices[positions[order]]
         try:
-            if self.representation == "mdv":
-                x, counts = read_mdv(store, idx, self.m_max)
-            else:
-                x, counts = read_images(store, self.representation, idx), None
+            x, counts = _read(store, self.representation, idx, self.m_max)
         except AhdiError as exc:
             # Sent back as a value: a DataLoader worker's exception reaches the
             # main process wrapped in the worker's traceback text.
@@ -270,11 +279,9 @@ class _LocalCopy(torch.utils.data.Dataset):
         arr = np.lib.format.open_memmap(self.file, mode="w+", dtype=np.uint8, shape=shape)
         for start in range(0, len(store_indices), chunk):
             idx = store_indices[start:start + chunk]
-            if mdv:
-                arr[start:start + len(idx)], self.counts[start:start + len(idx)] = \
-                    read_mdv(store, idx, m_max)
-            else:
-                arr[start:start + len(idx)] = read_images(store, representation, idx)
+            arr[start:start + len(idx)], counts = _read(store, representation, idx, m_max)
+            if counts is not None:
+                self.counts[start:start + len(idx)] = counts
         arr.flush()
         del arr
         self._arr = None
@@ -345,11 +352,8 @@ class ImageSource:
         self.in_memory = (in_memory == "always"
                           or (in_memory == "auto" and self.nbytes <= memory_budget(device)))
         if self.in_memory:
-            if representation == "mdv":
-                arr, counts = read_mdv(store, selection.indices, self.m_max)
-                self.counts = torch.from_numpy(counts).to(device)
-            else:
-                arr, self.counts = read_images(store, representation, selection.indices), None
+            arr, counts = _read(store, representation, selection.indices, self.m_max)
+            self.counts = None if counts is None else torch.from_numpy(counts).to(device)
             self.images = torch.from_numpy(arr).to(device)
         else:
             if num_workers is None:
